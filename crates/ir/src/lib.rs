@@ -1,0 +1,3 @@
+//! The apr-ir dataflow IR.
+pub mod dtype;
+pub use dtype::DType;

@@ -1,0 +1,4 @@
+//! Model files for apr-ir.
+pub mod gguf;
+pub mod quant;
+pub mod safetensors;
