@@ -194,6 +194,11 @@ impl GraphBuilder {
         self.graph.node(id).map(|n| &n.ty)
     }
 
+    /// The name of an existing node.
+    pub fn name(&self, id: NodeId) -> Option<&str> {
+        self.graph.node(id).map(|n| n.name.as_str())
+    }
+
     /// Name a result of the graph.
     pub fn output(&mut self, name: impl Into<String>, node: NodeId) {
         self.graph.outputs.push(Output { name: name.into(), node });

@@ -14,6 +14,7 @@ pub mod dot;
 pub mod dtype;
 mod error;
 mod graph;
+pub mod group;
 mod id;
 pub mod infer;
 pub mod names;

@@ -1,0 +1,78 @@
+//! Where a graph comes from: a model file (GGUF or HF directory), a saved IR JSON, or
+//! shapes alone (`--arch --preset --quant`).
+
+use anyhow::{bail, Context, Result};
+use apr_ir::Graph;
+use apr_ir_model::lower::{lower, Arch, LowerOptions};
+use apr_ir_model::synth::{Preset, SynthQuant, SynthSpec};
+use apr_ir_model::Model;
+use std::path::{Path, PathBuf};
+
+/// The model-selection arguments shared by `compile` and `dot`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Source {
+    /// A GGUF file, an HF model directory (config.json + safetensors), or an IR JSON.
+    pub model: Option<PathBuf>,
+    /// Compile from shapes alone: architecture (qwen2, llama).
+    #[arg(long, requires = "preset")]
+    pub arch: Option<String>,
+    /// Compile from shapes alone: tiny, qwen2.5-0.5b, qwen2.5-7b.
+    #[arg(long, requires = "arch")]
+    pub preset: Option<String>,
+    /// Compile from shapes alone: f32, f16, q8_0, q4_k, q4_k_m.
+    #[arg(long, default_value = "q4_k_m")]
+    pub quant: String,
+    /// KV-cache rows (context positions) to provision; the model's context length if omitted.
+    #[arg(long)]
+    pub ctx: Option<u64>,
+}
+
+/// A lowered graph and where it came from.
+pub struct Loaded {
+    pub graph: Graph,
+    pub origin: String,
+}
+
+pub fn synth_spec(arch: &str, preset: &str, quant: &str, seed: u64) -> Result<SynthSpec> {
+    let arch = Arch::from_name(arch).with_context(|| format!("unknown --arch {arch:?} (qwen2, llama)"))?;
+    let preset = Preset::from_name(preset).with_context(|| format!("unknown --preset {preset:?} ({})", Preset::NAMES.join(", ")))?;
+    let quant = SynthQuant::from_name(quant).with_context(|| format!("unknown --quant {quant:?} ({})", SynthQuant::NAMES.join(", ")))?;
+    Ok(SynthSpec { arch, preset, quant, seed })
+}
+
+impl Source {
+    pub fn load(&self) -> Result<Loaded> {
+        match (&self.model, &self.arch, &self.preset) {
+            (Some(_), Some(_), _) => bail!("give either MODEL or --arch/--preset, not both"),
+            (Some(path), None, _) => load_path(path, self.ctx),
+            (None, Some(arch), Some(preset)) => {
+                let spec = synth_spec(arch, preset, &self.quant, 0)?;
+                let opts = LowerOptions { name: spec.model_name(), max_ctx: self.ctx };
+                let graph = lower(&spec.params(), &spec.table(), &opts)?;
+                Ok(Loaded { graph, origin: format!("shapes of {}", spec.model_name()) })
+            }
+            _ => bail!("no MODEL given: pass a GGUF file, an HF directory or an IR JSON (or --arch and --preset)"),
+        }
+    }
+}
+
+fn load_path(path: &Path, ctx: Option<u64>) -> Result<Loaded> {
+    if !path.exists() {
+        bail!("{} does not exist", path.display());
+    }
+    if path.is_file() && looks_like_json(path)? {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let graph = Graph::from_json(&text).with_context(|| format!("{} is not a valid IR JSON", path.display()))?;
+        return Ok(Loaded { graph, origin: format!("IR {}", path.display()) });
+    }
+    let model = Model::open(path).with_context(|| format!("{}", path.display()))?;
+    let graph = model.lower(ctx).with_context(|| format!("lowering {}", path.display()))?;
+    Ok(Loaded { graph, origin: format!("{} {}", model.format(), path.display()) })
+}
+
+fn looks_like_json(path: &Path) -> Result<bool> {
+    use std::io::Read;
+    let mut head = [0u8; 64];
+    let n = std::fs::File::open(path).and_then(|mut f| f.read(&mut head)).with_context(|| format!("reading {}", path.display()))?;
+    Ok(head[..n].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{'))
+}
