@@ -168,7 +168,11 @@ impl ArchParams {
             n_head_kv: config.uint("num_key_value_heads")?.unwrap_or(n_head),
             head_dim,
             n_rot: (head_dim as f64 * partial) as u32,
-            rope_theta: config.float("rope_theta")?.unwrap_or(10_000.0),
+            // transformers 5 moved rope settings under `rope_parameters`.
+            rope_theta: match config.float("rope_theta")? {
+                Some(t) => t,
+                None => config.float("rope_parameters.rope_theta")?.unwrap_or(10_000.0),
+            },
             rope_freq_scale: hf_rope_scaling(config)?,
             // HF checkpoints keep q/k in the layout `rotate_half` expects.
             rope_mode: RopeMode::Neox,
@@ -240,12 +244,17 @@ fn rope_scaling(meta: &dyn MetaSource, arch: &str) -> Result<f64, ParamError> {
 }
 
 fn hf_rope_scaling(config: &dyn MetaSource) -> Result<f64, ParamError> {
-    match config.string("rope_scaling.type")?.or(config.string("rope_scaling.rope_type")?).as_deref() {
+    let kind = config
+        .string("rope_scaling.type")?
+        .or(config.string("rope_scaling.rope_type")?)
+        .or(config.string("rope_parameters.rope_type")?);
+    let factor_key = if config.float("rope_scaling.factor")?.is_some() { "rope_scaling.factor" } else { "rope_parameters.factor" };
+    match kind.as_deref() {
         None | Some("default") => Ok(1.0),
         Some("linear") => {
-            let f = config.float("rope_scaling.factor")?.ok_or(ParamError::Missing("rope_scaling.factor".into()))?;
+            let f = config.float(factor_key)?.ok_or(ParamError::Missing(factor_key.into()))?;
             if !(f.is_finite() && f > 0.0) {
-                return Err(ParamError::Invalid { key: "rope_scaling.factor".into(), reason: format!("{f} must be positive") });
+                return Err(ParamError::Invalid { key: factor_key.into(), reason: format!("{f} must be positive") });
             }
             Ok(1.0 / f)
         }
