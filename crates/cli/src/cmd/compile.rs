@@ -17,6 +17,9 @@ pub struct Args {
     /// Write the IR and its schedule as JSON to this file.
     #[arg(short, long)]
     output: Option<PathBuf>,
+    /// Write the IR's human text form to this file.
+    #[arg(long, value_name = "FILE")]
+    text: Option<PathBuf>,
     /// Print the statistics as one JSON object on stdout.
     #[arg(long)]
     json: bool,
@@ -81,6 +84,9 @@ pub fn run(args: Args) -> Result<()> {
         let doc = Compiled { graph: g, schedule: Schedule { opt_level: opt, dispatches: &groups } };
         let text = serde_json::to_string_pretty(&doc)?;
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.text {
+        std::fs::write(path, g.to_text()).with_context(|| format!("writing {}", path.display()))?;
     }
     if args.json {
         println!("{}", serde_json::to_string(&report)?);

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The test command (README, .ci/run): installs what the tests need, then runs every test.
+#   - graphviz: `dot -Tsvg` renders apr-ir's DOT output
+#   - python3 + gguf-py + numpy: the independent reader that checks files apr-ir writes
+# Tests that need one of these fail (not skip) when it is missing and CI=true.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v dot >/dev/null 2>&1 || need_apt+=(graphviz)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  else
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  fi
+fi
+if ! python3 -c "import gguf, numpy" >/dev/null 2>&1; then
+  python3 -m pip install -q -r tools/requirements-test.txt || python3 -m pip install -q --break-system-packages -r tools/requirements-test.txt
+fi
+
+cargo test --workspace --release "$@"
