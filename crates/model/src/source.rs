@@ -61,6 +61,14 @@ impl Model {
         Ok(lower(&self.params, &self.tensors, &opts)?)
     }
 
+    /// The stored bytes of a tensor (a slice of the memory map), in the tensor's dtype.
+    pub fn tensor_bytes(&self, name: &str) -> Result<&[u8], ModelError> {
+        match &self.file {
+            ModelFile::Gguf(f) => Ok(f.tensor(name)?.1),
+            ModelFile::Hf(h) => Ok(h.tensor(name)?.bytes),
+        }
+    }
+
     /// The format's name, for messages.
     pub fn format(&self) -> &'static str {
         match self.file {

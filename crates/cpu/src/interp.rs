@@ -1,0 +1,393 @@
+//! The interpreter: evaluates a graph one decode step at a time.
+
+use crate::matmul::{self, Dims, Rhs};
+use crate::ops::{self, Binary, Reduce, Unary};
+use crate::tensor::Tensor;
+use crate::CpuError;
+use apr_ir::{DType, Graph, InputKind, Node, NodeId, Op};
+use apr_ir_model::quant;
+use std::collections::{HashMap, HashSet};
+
+/// Where weight bytes come from (a memory-mapped model file).
+pub trait WeightSource {
+    /// The stored bytes of tensor `name`, in its file dtype.
+    fn tensor_bytes(&self, name: &str) -> Result<&[u8], String>;
+}
+
+impl WeightSource for apr_ir_model::Model {
+    fn tensor_bytes(&self, name: &str) -> Result<&[u8], String> {
+        apr_ir_model::Model::tensor_bytes(self, name).map_err(|e| e.to_string())
+    }
+}
+
+/// Which node values a step records, for the checker's taps.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Capture {
+    #[default]
+    None,
+    All,
+    Nodes(HashSet<NodeId>),
+}
+
+impl Capture {
+    fn wants(&self, id: NodeId) -> bool {
+        match self {
+            Capture::None => false,
+            Capture::All => true,
+            Capture::Nodes(s) => s.contains(&id),
+        }
+    }
+}
+
+/// How matrix products are computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Kernels {
+    /// Parallel, straight from packed blocks (the default).
+    #[default]
+    Fast,
+    /// The definitions, for testing the fast ones.
+    Naive,
+}
+
+/// The results of one step.
+#[derive(Debug, Clone, Default)]
+pub struct StepResult {
+    /// Graph outputs by name (`logits`).
+    pub outputs: Vec<(String, Tensor)>,
+    /// Captured node values. A `cache_write` node's value is the rows in use of its cache.
+    pub captured: HashMap<NodeId, Tensor>,
+}
+
+impl StepResult {
+    pub fn output(&self, name: &str) -> Option<&Tensor> {
+        self.outputs.iter().find(|(n, _)| n == name).map(|(_, t)| t)
+    }
+}
+
+#[derive(Debug)]
+struct WeightRef<'a> {
+    dtype: DType,
+    bytes: &'a [u8],
+}
+
+/// A value during a step.
+enum Val<'a, 'g> {
+    T(Tensor),
+    W(&'g WeightRef<'a>),
+    /// The persistent buffer of this state node.
+    S(NodeId),
+}
+
+/// The reference interpreter of one graph over one set of weights.
+pub struct Interpreter<'a> {
+    graph: &'a Graph,
+    weights: Vec<Option<WeightRef<'a>>>,
+    states: HashMap<NodeId, Vec<f32>>,
+    /// Weights read as plain values (norm gains, biases), decoded once.
+    dense: HashMap<NodeId, Tensor>,
+    /// Index of the last node that reads each node (for freeing values early).
+    last_use: Vec<usize>,
+    kernels: Kernels,
+}
+
+impl<'a> Interpreter<'a> {
+    /// Bind a verified graph to its weights. Fails if a weight is missing or its size does
+    /// not match the graph's type for it.
+    pub fn new(graph: &'a Graph, weights: &'a dyn WeightSource) -> Result<Interpreter<'a>, CpuError> {
+        graph.verify()?;
+        let mut ws = Vec::with_capacity(graph.nodes.len());
+        let mut states = HashMap::new();
+        for n in &graph.nodes {
+            ws.push(match &n.op {
+                Op::Weight { tensor } => {
+                    let bytes = weights.tensor_bytes(tensor).map_err(|reason| CpuError::Weight { name: tensor.clone(), reason })?;
+                    let want = n.ty.bytes(graph.meta.max_ctx).unwrap_or(u64::MAX);
+                    if bytes.len() as u64 != want {
+                        return Err(CpuError::Weight { name: tensor.clone(), reason: format!("holds {} bytes, {} needs {want}", bytes.len(), n.ty) });
+                    }
+                    Some(WeightRef { dtype: n.ty.dtype, bytes })
+                }
+                _ => None,
+            });
+            if n.op == Op::State {
+                let len = n.ty.bytes(0).unwrap_or(0) / 4;
+                let len = usize::try_from(len).map_err(|_| CpuError::node(n, "state too large"))?;
+                let mut buf = Vec::new();
+                buf.try_reserve_exact(len).map_err(|_| CpuError::node(n, format!("cannot allocate {} of state", n.ty)))?;
+                buf.resize(len, 0.0);
+                states.insert(n.id, buf);
+            }
+        }
+        // Weights that some op reads as a plain value rather than through a matmul (as its
+        // right operand), a gather (as its table) or a cast are decoded once, here.
+        let mut dense = HashMap::new();
+        for user in &graph.nodes {
+            for (k, i) in user.inputs.iter().enumerate() {
+                let packed_use = matches!((&user.op, k), (Op::MatMul { .. }, 1) | (Op::Gather, 0) | (Op::Cast { .. }, 0));
+                let Some(w) = ws.get(i.index()).and_then(|w| w.as_ref()) else { continue };
+                if packed_use || dense.contains_key(i) {
+                    continue;
+                }
+                let node = &graph.nodes[i.index()];
+                let shape = concrete(node, 1);
+                let mut data = vec![0.0; shape.iter().product()];
+                quant::dequantize(w.dtype, w.bytes, &mut data).map_err(|e| CpuError::node(node, e.to_string()))?;
+                dense.insert(*i, Tensor::f32(shape, data));
+            }
+        }
+        let mut last_use: Vec<usize> = (0..graph.nodes.len()).collect();
+        for n in &graph.nodes {
+            for i in &n.inputs {
+                last_use[i.index()] = n.id.index();
+            }
+        }
+        for o in &graph.outputs {
+            last_use[o.node.index()] = usize::MAX;
+        }
+        Ok(Interpreter { graph, weights: ws, states, dense, last_use, kernels: Kernels::Fast })
+    }
+
+    /// Choose the matrix-product kernels.
+    pub fn with_kernels(mut self, kernels: Kernels) -> Interpreter<'a> {
+        self.kernels = kernels;
+        self
+    }
+
+    /// Forget the KV cache (start a new sequence).
+    pub fn reset(&mut self) {
+        for buf in self.states.values_mut() {
+            buf.fill(0.0);
+        }
+    }
+
+    /// Decode `token` at position `pos`, updating the KV cache.
+    pub fn step(&mut self, token: u32, pos: u32, capture: &Capture) -> Result<StepResult, CpuError> {
+        let max_ctx = self.graph.meta.max_ctx;
+        if u64::from(pos) >= max_ctx {
+            return Err(CpuError::Position { pos, max_ctx });
+        }
+        let ctx = u64::from(pos) + 1;
+        let graph = self.graph;
+        let mut vals: Vec<Option<Val<'a, '_>>> = Vec::with_capacity(graph.nodes.len());
+        let mut result = StepResult::default();
+        // Weights are borrowed for the whole step; take them out of `self` to keep the
+        // borrow checker out of the state updates.
+        let weights = std::mem::take(&mut self.weights);
+        let outcome = (|| {
+            for n in &graph.nodes {
+                let v = self.eval(n, &vals, &weights, token, pos, ctx)?;
+                if capture.wants(n.id) {
+                    if let Some(t) = self.materialize(n, &v, ctx) {
+                        result.captured.insert(n.id, t);
+                    }
+                }
+                vals.push(Some(v));
+                for i in &n.inputs {
+                    if self.last_use[i.index()] == n.id.index() {
+                        vals[i.index()] = None;
+                    }
+                }
+            }
+            for o in &graph.outputs {
+                let n = &graph.nodes[o.node.index()];
+                let t = vals[o.node.index()].as_ref().and_then(|v| self.materialize(n, v, ctx));
+                result.outputs.push((o.name.clone(), t.ok_or_else(|| CpuError::node(n, "output has no value"))?));
+            }
+            Ok(())
+        })();
+        self.weights = weights;
+        outcome.map(|()| result)
+    }
+
+    /// A value as a tensor (weights dequantized, states as their rows in use).
+    fn materialize(&self, n: &Node, v: &Val<'_, '_>, ctx: u64) -> Option<Tensor> {
+        match v {
+            Val::T(t) => Some(t.clone()),
+            Val::W(w) => {
+                let shape = concrete(n, ctx);
+                let mut out = vec![0.0; shape.iter().product()];
+                quant::dequantize(w.dtype, w.bytes, &mut out).ok()?;
+                Some(Tensor::f32(shape, out))
+            }
+            Val::S(id) => {
+                let shape = concrete(&self.graph.nodes[id.index()], ctx);
+                let axis = cache_axis(self.graph, n).unwrap_or(1);
+                let mut rows = shape.clone();
+                rows[axis] = ctx as usize;
+                let data = ops::slice(self.states.get(id)?, &shape, axis, 0, ctx as usize);
+                Some(Tensor::f32(rows, data))
+            }
+        }
+    }
+
+    fn eval<'g>(&mut self, n: &Node, vals: &[Option<Val<'a, 'g>>], weights: &'g [Option<WeightRef<'a>>], token: u32, pos: u32, ctx: u64) -> Result<Val<'a, 'g>, CpuError> {
+        let arg = |k: usize| -> Result<&Val<'a, 'g>, CpuError> {
+            n.inputs.get(k).and_then(|i| vals.get(i.index())).and_then(|v| v.as_ref()).ok_or_else(|| CpuError::node(n, format!("operand {k} has no value")))
+        };
+        let f32_arg = |k: usize| -> Result<&Tensor, CpuError> {
+            match arg(k)? {
+                Val::T(t) if t.as_f32().is_some() => Ok(t),
+                _ => Err(CpuError::node(n, format!("operand {k} is not an f32 value"))),
+            }
+        };
+        let out_shape = concrete(n, ctx);
+        let f = |data: Vec<f32>| Ok(Val::T(Tensor::f32(out_shape.clone(), data)));
+        let un = |op: Unary| -> Result<Val<'a, 'g>, CpuError> { f(ops::unary(op, f32s(f32_arg(0)?))) };
+        let bin = |op: Binary| -> Result<Val<'a, 'g>, CpuError> {
+            let (a, b) = (f32_arg(0)?, f32_arg(1)?);
+            f(ops::binary(op, f32s(a), &a.shape, f32s(b), &b.shape, &out_shape))
+        };
+        let red = |op: Reduce, axis: u32| -> Result<Val<'a, 'g>, CpuError> {
+            let a = f32_arg(0)?;
+            f(ops::reduce(op, f32s(a), &a.shape, axis as usize))
+        };
+        match &n.op {
+            Op::Input { kind } => {
+                let v = match kind {
+                    InputKind::Token => i32::try_from(token).map_err(|_| CpuError::node(n, format!("token id {token} too large")))?,
+                    InputKind::Position => pos as i32,
+                };
+                Ok(Val::T(Tensor::i32(vec![1], vec![v])))
+            }
+            Op::Weight { .. } if self.dense.contains_key(&n.id) => {
+                self.dense.get(&n.id).cloned().map(Val::T).ok_or_else(|| CpuError::node(n, "weight not decoded"))
+            }
+            Op::Weight { .. } => weights[n.id.index()].as_ref().map(Val::W).ok_or_else(|| CpuError::node(n, "weight not bound")),
+            Op::Const { value } => f(vec![*value as f32]),
+            Op::State => Ok(Val::S(n.id)),
+            Op::Neg => un(Unary::Neg),
+            Op::Exp => un(Unary::Exp),
+            Op::Sigmoid => un(Unary::Sigmoid),
+            Op::Sqrt => un(Unary::Sqrt),
+            Op::Rsqrt => un(Unary::Rsqrt),
+            Op::Cos => un(Unary::Cos),
+            Op::Sin => un(Unary::Sin),
+            Op::Cast { to: _ } => match arg(0)? {
+                Val::T(t) => f(t.to_f32_vec()),
+                Val::W(w) => {
+                    let mut out = vec![0.0; out_shape.iter().product()];
+                    quant::dequantize(w.dtype, w.bytes, &mut out).map_err(|e| CpuError::node(n, e.to_string()))?;
+                    f(out)
+                }
+                Val::S(_) => Err(CpuError::node(n, "cannot cast a state")),
+            },
+            Op::Add => bin(Binary::Add),
+            Op::Sub => bin(Binary::Sub),
+            Op::Mul => bin(Binary::Mul),
+            Op::Div => bin(Binary::Div),
+            Op::ReduceSum { axis } => red(Reduce::Sum, *axis),
+            Op::ReduceMean { axis } => red(Reduce::Mean, *axis),
+            Op::ReduceMax { axis } => red(Reduce::Max, *axis),
+            Op::ArgMax { axis } => {
+                let a = f32_arg(0)?;
+                Ok(Val::T(Tensor::i32(out_shape.clone(), ops::argmax(f32s(a), &a.shape, *axis as usize))))
+            }
+            Op::MatMul { transpose_rhs } => {
+                let a = f32_arg(0)?;
+                let rank = a.shape.len();
+                let (m, k) = (a.shape[rank - 2], a.shape[rank - 1]);
+                let batch: usize = a.shape[..rank - 2].iter().product();
+                let rhs_node = &self.graph.nodes[n.inputs[1].index()];
+                let rhs_shape = concrete(rhs_node, ctx);
+                let nn = if *transpose_rhs { rhs_shape[rhs_shape.len() - 2] } else { rhs_shape[rhs_shape.len() - 1] };
+                let dims = Dims { batch, rhs_batched: rhs_shape.len() > 2, m, k, n: nn };
+                let rhs = match arg(1)? {
+                    Val::W(w) if *transpose_rhs => Rhs::Packed { dtype: w.dtype, bytes: w.bytes },
+                    Val::T(t) => Rhs::F32 { data: f32s(t), transposed: *transpose_rhs },
+                    Val::W(_) | Val::S(_) => return Err(CpuError::node(n, "unsupported right operand")),
+                };
+                let out = match self.kernels {
+                    Kernels::Fast => matmul::fast(f32s(a), rhs, dims),
+                    Kernels::Naive => matmul::naive(f32s(a), rhs, dims),
+                }
+                .map_err(|e| CpuError::node(n, e.to_string()))?;
+                f(out)
+            }
+            Op::Reshape { shape: _ } => match arg(0)? {
+                Val::T(t) => Ok(Val::T(Tensor { shape: out_shape.clone(), data: t.data.clone() })),
+                Val::W(_) | Val::S(_) => Err(CpuError::node(n, "can only reshape computed values")),
+            },
+            Op::Slice { axis, start, len: _ } => {
+                let ax = *axis as usize;
+                let start = *start as usize;
+                let len = out_shape[ax];
+                match arg(0)? {
+                    Val::T(t) => match &t.data {
+                        crate::tensor::Data::F32(d) => f(ops::slice(d, &t.shape, ax, start, len)),
+                        crate::tensor::Data::I32(d) => Ok(Val::T(Tensor::i32(out_shape.clone(), ops::slice(d, &t.shape, ax, start, len)))),
+                    },
+                    Val::S(id) => {
+                        let shape = concrete(&self.graph.nodes[id.index()], ctx);
+                        let buf = self.states.get(id).ok_or_else(|| CpuError::node(n, "state not allocated"))?;
+                        f(ops::slice(buf, &shape, ax, start, len))
+                    }
+                    Val::W(_) => Err(CpuError::node(n, "cannot slice a weight")),
+                }
+            }
+            Op::Gather => {
+                let Val::T(ids) = arg(1)? else { return Err(CpuError::node(n, "ids must be a value")) };
+                let ids = ids.as_i32().ok_or_else(|| CpuError::node(n, "ids must be i32"))?;
+                let table_node = &self.graph.nodes[n.inputs[0].index()];
+                let tshape = concrete(table_node, ctx);
+                let (rows, cols) = (tshape[0], tshape[1]);
+                let mut out = vec![0.0f32; ids.len() * cols];
+                for (r, &id) in ids.iter().enumerate() {
+                    let row = usize::try_from(id).ok().filter(|&i| i < rows).ok_or_else(|| CpuError::node(n, format!("token id {id} is outside the table's {rows} rows")))?;
+                    let dst = &mut out[r * cols..(r + 1) * cols];
+                    match arg(0)? {
+                        Val::W(w) => {
+                            let rb = (w.bytes.len()) / rows;
+                            quant::dequantize(w.dtype, &w.bytes[row * rb..(row + 1) * rb], dst).map_err(|e| CpuError::node(n, e.to_string()))?;
+                        }
+                        Val::T(t) => dst.copy_from_slice(&t.to_f32_vec()[row * cols..(row + 1) * cols]),
+                        Val::S(_) => return Err(CpuError::node(n, "cannot gather from a state")),
+                    }
+                }
+                f(out)
+            }
+            Op::RopeRotate { mode, n_rot } => {
+                let a = f32_arg(0)?;
+                let hd = *a.shape.last().unwrap_or(&1);
+                f(ops::rope_rotate(f32s(a), hd, *mode, *n_rot as usize))
+            }
+            Op::RopeAngles { mode, n_rot, head_dim, theta_base, freq_scale } => {
+                let factors = match n.inputs.get(1) {
+                    Some(_) => Some(f32s(f32_arg(1)?)),
+                    None => None,
+                };
+                f(ops::rope_angles(pos as i32, *mode, *n_rot as usize, *head_dim as usize, *theta_base, *freq_scale, factors))
+            }
+            Op::CacheWrite { axis } => {
+                let Val::S(id) = arg(0)? else { return Err(CpuError::node(n, "cache must be a state")) };
+                let id = *id;
+                let value = f32_arg(1)?;
+                let shape = concrete(&self.graph.nodes[id.index()], ctx);
+                let data = f32s(value).to_vec();
+                let buf = self.states.get_mut(&id).ok_or_else(|| CpuError::node(n, "state not allocated"))?;
+                ops::cache_write(buf, &shape, *axis as usize, &data, pos as usize);
+                Ok(Val::S(id))
+            }
+        }
+    }
+}
+
+/// The axis a cache-write node writes along (for materializing its rows in use).
+fn cache_axis(g: &Graph, n: &Node) -> Option<usize> {
+    match &n.op {
+        Op::CacheWrite { axis } => Some(*axis as usize),
+        Op::State => g.nodes.iter().find_map(|m| match &m.op {
+            Op::CacheWrite { axis } if m.inputs.first() == Some(&n.id) => Some(*axis as usize),
+            _ => None,
+        }),
+        _ => None,
+    }
+}
+
+/// A node's shape with `ctx` bound.
+fn concrete(n: &Node, ctx: u64) -> Vec<usize> {
+    n.ty.shape.iter().map(|d| d.eval(ctx) as usize).collect()
+}
+
+fn f32s(t: &Tensor) -> &[f32] {
+    t.as_f32().unwrap_or(&[])
+}
