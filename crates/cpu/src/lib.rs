@@ -8,11 +8,13 @@
 //! decode step at a time, keeping the KV cache as the graph's state, and can capture any set
 //! of node values per step (the checker's taps).
 
+mod decoder;
 mod interp;
 pub mod matmul;
 pub mod ops;
 pub mod tensor;
 
+pub use decoder::CpuDecoder;
 pub use interp::{Capture, Interpreter, Kernels, StepResult, WeightSource};
 pub use tensor::{Data, Tensor};
 

@@ -41,7 +41,12 @@ impl Model {
             let name = path.file_name().and_then(|s| s.to_str()).unwrap_or("model").to_string();
             return Ok(Model { file: ModelFile::Hf(hf), name, params, tensors });
         }
-        let file = GgufFile::open(path)?;
+        Model::from_gguf(GgufFile::open(path)?, stem)
+    }
+
+    /// A model from an opened GGUF file; `fallback_name` is used if it names none.
+    pub fn from_gguf(file: GgufFile, fallback_name: String) -> Result<Model, ModelError> {
+        let stem = fallback_name;
         let g = file.gguf();
         let mut tensors = TensorTable::default();
         for info in g.tensors() {

@@ -118,12 +118,29 @@ impl Gguf {
     }
 }
 
-/// A memory-mapped GGUF file with its parsed header.
+/// A memory-mapped GGUF file (or one built into the binary) with its parsed header.
 #[derive(Debug)]
 pub struct GgufFile {
     path: PathBuf,
-    map: Mmap,
+    map: Backing,
     gguf: Gguf,
+}
+
+/// Where a file's bytes live.
+#[derive(Debug)]
+enum Backing {
+    Map(Mmap),
+    Static(&'static [u8]),
+}
+
+impl std::ops::Deref for Backing {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Backing::Map(m) => m,
+            Backing::Static(s) => s,
+        }
+    }
 }
 
 impl GgufFile {
@@ -147,7 +164,14 @@ impl GgufFile {
             metadata = gguf.metadata().len(),
             "opened GGUF"
         );
-        Ok(GgufFile { path, map, gguf })
+        Ok(GgufFile { path, map: Backing::Map(map), gguf })
+    }
+
+    /// A GGUF file held in memory for the life of the program (a model built into the
+    /// binary); `name` stands in for its path in messages.
+    pub fn from_static(name: &str, bytes: &'static [u8]) -> Result<GgufFile, GgufError> {
+        let gguf = Gguf::parse(bytes)?;
+        Ok(GgufFile { path: PathBuf::from(name), map: Backing::Static(bytes), gguf })
     }
 
     /// The parsed header.
