@@ -1,0 +1,168 @@
+//! `apr-ir run`: generate text with a model on the CPU reference interpreter (the wgpu
+//! backend arrives with its issue; asking for it is an error until then).
+
+use crate::npy;
+use anyhow::{bail, Context, Result};
+use apr_ir_cpu::{CpuDecoder, Interpreter};
+use apr_ir_gen::{generate, GenerateOptions, SamplerConfig};
+use apr_ir_model::chat::{ChatTemplate, Message};
+use apr_ir_model::tokenizer::{StreamDecoder, Tokenizer};
+use apr_ir_model::Model;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Cpu,
+    Gpu,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// A GGUF file or an HF model directory; the built-in default model if omitted.
+    model: Option<PathBuf>,
+    /// Text to continue (or, with --chat, the user's message).
+    #[arg(long, conflicts_with = "tokens", required_unless_present = "tokens")]
+    prompt: Option<String>,
+    /// Wrap the prompt in the model's chat template.
+    #[arg(long, requires = "prompt")]
+    chat: bool,
+    /// System message for --chat.
+    #[arg(long, requires = "chat")]
+    system: Option<String>,
+    /// Token ids to start from, instead of a prompt: 1,2,3.
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    tokens: Option<Vec<u32>>,
+    /// Where to run: cpu (the reference interpreter) or gpu (wgpu).
+    #[arg(long, value_enum, default_value = "cpu")]
+    backend: Backend,
+    /// Same as --backend cpu; never initializes a GPU.
+    #[arg(long, conflicts_with = "backend")]
+    no_gpu: bool,
+    /// Most tokens to generate (0: only process the prompt).
+    #[arg(long, default_value_t = 128)]
+    max_tokens: u32,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// Sample only among the K most likely tokens (0: all).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Sample only among the most likely tokens whose probability reaches P.
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    /// Seed for sampling.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Run on the GPU without the CPU parity gate (results are then unverified).
+    #[arg(long)]
+    skip_parity_gate: bool,
+    /// Write the logits of every processed position as float32 .npy, shape [positions, vocab].
+    #[arg(long, value_name = "FILE.npy")]
+    dump_logits: Option<PathBuf>,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    if args.backend == Backend::Gpu && !args.no_gpu {
+        bail!("--backend gpu needs the wgpu backend, which this build does not have yet; use --backend cpu");
+    }
+    if !(args.temperature >= 0.0 && args.temperature.is_finite()) {
+        bail!("--temperature must be a finite number >= 0");
+    }
+    if !(args.top_p > 0.0 && args.top_p <= 1.0) {
+        bail!("--top-p must be in (0, 1]");
+    }
+    let model = crate::load::open_model(args.model.as_deref())?;
+    let tokenizer = Tokenizer::from_model(&model).context("reading the model's tokenizer")?;
+    let prompt = prompt_tokens(&args, &model, &tokenizer)?;
+    let vocab = model.params.vocab;
+    if let Some(bad) = prompt.iter().find(|&&t| u64::from(t) >= vocab) {
+        bail!("token id {bad} is outside the vocabulary of {vocab}");
+    }
+    let needed = prompt.len() as u64 + u64::from(args.max_tokens);
+    if needed > model.params.context_length {
+        bail!("{needed} positions (prompt {} + max tokens {}) exceed the model's context of {}", prompt.len(), args.max_tokens, model.params.context_length);
+    }
+    let graph = model.lower(Some(needed.max(1)))?;
+    let interp = Interpreter::new(&graph, &model)?;
+    let mut decoder = CpuDecoder::new(interp, graph.meta.max_ctx);
+    let opts = GenerateOptions {
+        max_tokens: args.max_tokens,
+        stop: tokenizer.eos_ids(),
+        sampler: SamplerConfig { temperature: args.temperature, top_k: args.top_k, top_p: args.top_p, seed: args.seed },
+    };
+    let mut rows: Vec<f32> = Vec::new();
+    let dump = args.dump_logits.is_some();
+    let mut text = StreamDecoder::new(&tokenizer);
+    let mut stdout = std::io::stdout().lock();
+    let start = Instant::now();
+    let mut write_err = None;
+    let result = generate(
+        &mut decoder,
+        &prompt,
+        &opts,
+        &mut |t| {
+            let piece = text.push(t);
+            if let Err(e) = stdout.write_all(piece.as_bytes()).and_then(|()| stdout.flush()) {
+                write_err.get_or_insert(e);
+            }
+        },
+        &mut |l| {
+            if dump {
+                rows.extend_from_slice(l);
+            }
+        },
+    )?;
+    let tail = text.finish();
+    writeln!(stdout, "{tail}")?;
+    if let Some(e) = write_err {
+        return Err(e).context("writing to stdout");
+    }
+    let secs = start.elapsed().as_secs_f64();
+    if let Some(path) = &args.dump_logits {
+        let cols = vocab as usize;
+        npy::write_f32(path, rows.len() / cols.max(1), cols, &rows).with_context(|| format!("writing {}", path.display()))?;
+    }
+    let summary = format!(
+        "cpu: {} prompt + {} generated tokens in {:.2} s ({:.1} positions/s)",
+        prompt.len(),
+        result.tokens.len(),
+        secs,
+        f64::from(result.positions) / secs.max(1e-9)
+    );
+    tracing::info!("{summary}");
+    if std::io::stderr().is_terminal() {
+        eprintln!("{summary}");
+    }
+    Ok(())
+}
+
+/// The prompt as token ids: given ids, raw text, or text in the chat template.
+fn prompt_tokens(args: &Args, model: &Model, tok: &Tokenizer) -> Result<Vec<u32>> {
+    if let Some(ids) = &args.tokens {
+        return Ok(ids.clone());
+    }
+    let text = args.prompt.as_deref().unwrap_or_default();
+    let rendered = if args.chat {
+        let template = ChatTemplate::from_model(model)?.context("the model has no chat template; run without --chat")?;
+        let mut messages = Vec::new();
+        if let Some(sys) = &args.system {
+            messages.push(Message { role: "system".into(), content: sys.clone() });
+        }
+        messages.push(Message { role: "user".into(), content: text.to_string() });
+        template.render(&messages, true)?
+    } else {
+        text.to_string()
+    };
+    let mut ids = tok.encode(&rendered, true);
+    if let Some(bos) = tok.bos().filter(|_| tok.add_bos()) {
+        if ids.first() != Some(&bos) {
+            ids.insert(0, bos);
+        }
+    }
+    if ids.is_empty() {
+        bail!("the prompt encodes to no tokens");
+    }
+    Ok(ids)
+}
