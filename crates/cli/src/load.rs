@@ -76,3 +76,4 @@ fn looks_like_json(path: &Path) -> Result<bool> {
     let n = std::fs::File::open(path).and_then(|mut f| f.read(&mut head)).with_context(|| format!("reading {}", path.display()))?;
     Ok(head[..n].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{'))
 }
+

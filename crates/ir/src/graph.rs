@@ -61,6 +61,9 @@ pub struct Stats {
     pub compute_nodes: u64,
     /// Bytes of all weight tensors the graph references, as stored.
     pub weight_bytes: u64,
+    /// Weight bytes one decode step reads: whole matrices for products, casts and plain
+    /// operands, one row per token for gathered tables.
+    pub weight_bytes_per_token: u64,
     /// Bytes of persistent state (the KV cache) at `max_ctx`.
     pub state_bytes: u64,
     /// Bytes of every compute node's value at `max_ctx`, unaliased: an upper bound on
@@ -107,11 +110,25 @@ impl Graph {
     /// Size figures (byte counts saturate rather than overflow).
     pub fn stats(&self) -> Stats {
         let ctx = self.meta.max_ctx;
-        let mut s = Stats { nodes: self.nodes.len() as u64, compute_nodes: 0, weight_bytes: 0, state_bytes: 0, activation_bytes: 0 };
+        let mut s = Stats {
+            nodes: self.nodes.len() as u64,
+            compute_nodes: 0,
+            weight_bytes: 0,
+            weight_bytes_per_token: 0,
+            state_bytes: 0,
+            activation_bytes: 0,
+        };
+        let users = self.users();
         for n in &self.nodes {
             let bytes = n.ty.bytes(ctx).unwrap_or(u64::MAX);
             match n.op {
-                Op::Weight { .. } => s.weight_bytes = s.weight_bytes.saturating_add(bytes),
+                Op::Weight { .. } => {
+                    s.weight_bytes = s.weight_bytes.saturating_add(bytes);
+                    let only_gathered = users[n.id.index()].iter().all(|u| self.nodes[u.index()].op == Op::Gather);
+                    let rows = n.ty.shape.first().and_then(|d| d.as_const()).unwrap_or(1).max(1);
+                    let read = if only_gathered { bytes / rows } else { bytes };
+                    s.weight_bytes_per_token = s.weight_bytes_per_token.saturating_add(read);
+                }
                 Op::State => s.state_bytes = s.state_bytes.saturating_add(bytes),
                 _ if n.op.is_compute() => {
                     s.compute_nodes += 1;

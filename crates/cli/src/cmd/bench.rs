@@ -1,0 +1,104 @@
+//! `apr-ir bench`: decode speed, and how close it comes to streaming the weights at memory
+//! bandwidth (each decoded token reads every matrix once).
+
+use anyhow::{bail, Result};
+use apr_ir_cpu::{CpuDecoder, Interpreter};
+use apr_ir_gen::{Decoder, Sampler, SamplerConfig};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// A GGUF file or an HF model directory; the built-in default model if omitted.
+    model: Option<PathBuf>,
+    /// Where to run.
+    #[arg(long, value_enum, default_value = "cpu")]
+    backend: super::run::Backend,
+    /// Prompt positions processed before timing decode (one token at a time).
+    #[arg(long, default_value_t = 16)]
+    prompt_tokens: u32,
+    /// Tokens decoded and timed.
+    #[arg(long, default_value_t = 32)]
+    gen_tokens: u32,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct Report {
+    model: String,
+    backend: &'static str,
+    threads: usize,
+    prompt_tokens: u32,
+    gen_tokens: u32,
+    prompt_tok_per_s: f64,
+    decode_tok_per_s: f64,
+    ms_per_token_median: f64,
+    ms_per_token_min: f64,
+    weight_bytes_per_token: u64,
+    weight_gb_per_s: f64,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    if args.backend == super::run::Backend::Gpu {
+        bail!("--backend gpu needs the wgpu backend, which this build does not have yet; use --backend cpu");
+    }
+    if args.gen_tokens == 0 || args.prompt_tokens == 0 {
+        bail!("--prompt-tokens and --gen-tokens must be at least 1");
+    }
+    let model = crate::load::open_model(args.model.as_deref())?;
+    let positions = u64::from(args.prompt_tokens) + u64::from(args.gen_tokens);
+    if positions > model.params.context_length {
+        bail!("{positions} positions exceed the model's context of {}", model.params.context_length);
+    }
+    let graph = model.lower(Some(positions))?;
+    let per_token = graph.stats().weight_bytes_per_token;
+    let mut dec = CpuDecoder::new(Interpreter::new(&graph, &model)?, positions);
+    let vocab = model.params.vocab;
+    let start = Instant::now();
+    let mut logits = Vec::new();
+    for pos in 0..args.prompt_tokens {
+        let tok = ((u64::from(pos) * 7919 + 13) % vocab) as u32;
+        logits = dec.step(tok, pos)?;
+    }
+    let prompt_s = start.elapsed().as_secs_f64();
+    let mut greedy = Sampler::new(SamplerConfig::greedy());
+    let mut times = Vec::with_capacity(args.gen_tokens as usize);
+    for i in 0..args.gen_tokens {
+        let tok = greedy.sample(&logits);
+        let t0 = Instant::now();
+        logits = dec.step(tok, args.prompt_tokens + i)?;
+        times.push(t0.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let total: f64 = times.iter().sum();
+    let r = Report {
+        model: model.name.clone(),
+        backend: "cpu",
+        threads: rayon_threads(),
+        prompt_tokens: args.prompt_tokens,
+        gen_tokens: args.gen_tokens,
+        prompt_tok_per_s: f64::from(args.prompt_tokens) / prompt_s,
+        decode_tok_per_s: f64::from(args.gen_tokens) / total,
+        ms_per_token_median: median * 1e3,
+        ms_per_token_min: times[0] * 1e3,
+        weight_bytes_per_token: per_token,
+        weight_gb_per_s: per_token as f64 / median / 1e9,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!("model        {} ({} threads, {})", r.model, r.threads, r.backend);
+        println!("prompt       {} tokens at {:.1} tok/s", r.prompt_tokens, r.prompt_tok_per_s);
+        println!("decode       {} tokens at {:.1} tok/s, {:.2} ms/token median ({:.2} min)", r.gen_tokens, r.decode_tok_per_s, r.ms_per_token_median, r.ms_per_token_min);
+        println!("weights      {} per token, streamed at {:.2} GB/s", super::human_bytes(r.weight_bytes_per_token), r.weight_gb_per_s);
+    }
+    Ok(())
+}
+
+fn rayon_threads() -> usize {
+    rayon::current_num_threads()
+}
