@@ -19,9 +19,9 @@ pub struct Source {
     /// Compile from shapes alone: tiny, qwen2.5-0.5b, qwen2.5-7b.
     #[arg(long, requires = "arch")]
     pub preset: Option<String>,
-    /// Compile from shapes alone: f32, f16, q8_0, q4_k, q4_k_m.
-    #[arg(long, default_value = "q4_k_m")]
-    pub quant: String,
+    /// Compile from shapes alone: f32, f16, q8_0, q4_k, q4_k_m (default q4_k_m).
+    #[arg(long, requires = "preset")]
+    pub quant: Option<String>,
     /// KV-cache rows (context positions) to provision; the model's context length if omitted.
     #[arg(long)]
     pub ctx: Option<u64>,
@@ -46,7 +46,7 @@ impl Source {
             (Some(_), Some(_), _) => bail!("give either MODEL or --arch/--preset, not both"),
             (Some(path), None, _) => load_path(path, self.ctx),
             (None, Some(arch), Some(preset)) => {
-                let spec = synth_spec(arch, preset, &self.quant, 0)?;
+                let spec = synth_spec(arch, preset, self.quant.as_deref().unwrap_or("q4_k_m"), 0)?;
                 let opts = LowerOptions { name: spec.model_name(), max_ctx: self.ctx };
                 let graph = lower(&spec.params(), &spec.table(), &opts)?;
                 Ok(Loaded { graph, origin: format!("shapes of {}", spec.model_name()) })
@@ -70,7 +70,7 @@ fn load_path(path: &Path, ctx: Option<u64>) -> Result<Loaded> {
     Ok(Loaded { graph, origin: format!("{} {}", model.format(), path.display()) })
 }
 
-fn looks_like_json(path: &Path) -> Result<bool> {
+pub fn looks_like_json(path: &Path) -> Result<bool> {
     use std::io::Read;
     let mut head = [0u8; 64];
     let n = std::fs::File::open(path).and_then(|mut f| f.read(&mut head)).with_context(|| format!("reading {}", path.display()))?;

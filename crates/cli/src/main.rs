@@ -38,11 +38,24 @@ enum Command {
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
-            // --help and --version are successes; usage errors are exit 2 with clap's text.
-            let code = if e.use_stderr() { 2 } else { 0 };
+        Err(e) if !e.use_stderr() => {
+            // --help and --version.
             let _ = e.print();
-            return ExitCode::from(code);
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // Usage errors follow the same rule as every other error: one line, exit 2.
+            let reason = if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                "no command given".to_string()
+            } else {
+                // clap's message is the lines before its "Usage:" line.
+                let rendered = e.render().to_string();
+                let lines: Vec<&str> =
+                    rendered.lines().take_while(|l| !l.starts_with("Usage:")).map(str::trim).filter(|l| !l.is_empty() && !l.starts_with("For more information")).collect();
+                lines.join(" ").trim_start_matches("error: ").to_string()
+            };
+            eprintln!("apr-ir: error: {reason} (see apr-ir --help)");
+            return ExitCode::from(2);
         }
     };
     init_logging(cli.verbose);

@@ -34,6 +34,9 @@ pub fn run(args: Args) -> Result<()> {
     if !path.exists() {
         anyhow::bail!("{} does not exist", path.display());
     }
+    if path.is_file() && crate::load::looks_like_json(path)? {
+        return inspect_ir(path);
+    }
     let mut rows = Vec::new();
     let mut meta_lines = Vec::new();
     if path.is_dir() {
@@ -100,6 +103,20 @@ pub fn run(args: Args) -> Result<()> {
             println!("  {:<40} {:<6} {:?} {}", r.name, r.dtype, r.shape, super::human_bytes(r.bytes));
         }
     }
+    Ok(())
+}
+
+/// A saved IR (`compile -o`): its graph's figures.
+fn inspect_ir(path: &std::path::Path) -> Result<()> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let g = apr_ir::Graph::from_json(&text).with_context(|| format!("{} is not a valid IR JSON", path.display()))?;
+    let s = g.stats();
+    println!("format       apr-ir IR JSON");
+    println!("name         {}", g.meta.name);
+    println!("architecture {}", g.meta.arch);
+    println!("nodes        {} ({} compute), max_ctx {}", s.nodes, s.compute_nodes, g.meta.max_ctx);
+    println!("weights      {} referenced, {} read per token", super::human_bytes(s.weight_bytes), super::human_bytes(s.weight_bytes_per_token));
+    println!("lowering     ok (already lowered)");
     Ok(())
 }
 

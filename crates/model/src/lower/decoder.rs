@@ -84,7 +84,10 @@ struct Lowering<'a> {
 
 /// Lower a model to the IR of one decode step.
 pub fn lower(p: &ArchParams, tensors: &TensorTable, opts: &LowerOptions) -> Result<Graph, LowerError> {
-    let max_ctx = opts.max_ctx.unwrap_or(p.context_length).clamp(1, p.context_length);
+    let max_ctx = opts.max_ctx.unwrap_or(p.context_length);
+    if max_ctx == 0 || max_ctx > p.context_length {
+        return Err(LowerError::Context { asked: max_ctx, model: p.context_length });
+    }
     let mut extra = std::collections::BTreeMap::new();
     if let Ok(serde_json::Value::Object(m)) = serde_json::to_value(p) {
         extra.extend(m);

@@ -50,6 +50,8 @@ pub enum LowerError {
     UnsupportedType { name: String, type_name: String },
     #[error("tensor {name} has type {dtype}, which is not allowed for {role}")]
     WrongType { name: String, dtype: DType, role: &'static str },
+    #[error("a context of {asked} positions is not in 1..={model} (the model's context length)")]
+    Context { asked: u64, model: u64 },
     #[error(transparent)]
     Ir(#[from] apr_ir::IrError),
 }
