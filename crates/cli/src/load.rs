@@ -35,8 +35,10 @@ pub struct Loaded {
 
 pub fn synth_spec(arch: &str, preset: &str, quant: &str, seed: u64) -> Result<SynthSpec> {
     let arch = Arch::from_name(arch).with_context(|| format!("unknown --arch {arch:?} (qwen2, llama)"))?;
-    let preset = Preset::from_name(preset).with_context(|| format!("unknown --preset {preset:?} ({})", Preset::NAMES.join(", ")))?;
-    let quant = SynthQuant::from_name(quant).with_context(|| format!("unknown --quant {quant:?} ({})", SynthQuant::NAMES.join(", ")))?;
+    let preset = Preset::from_name(preset)
+        .with_context(|| format!("unknown --preset {preset:?} ({})", Preset::NAMES.join(", ")))?;
+    let quant = SynthQuant::from_name(quant)
+        .with_context(|| format!("unknown --quant {quant:?} ({})", SynthQuant::NAMES.join(", ")))?;
     Ok(SynthSpec { arch, preset, quant, seed })
 }
 
@@ -73,7 +75,8 @@ fn load_path(path: &Path, ctx: Option<u64>) -> Result<Loaded> {
 pub fn looks_like_json(path: &Path) -> Result<bool> {
     use std::io::Read;
     let mut head = [0u8; 64];
-    let n = std::fs::File::open(path).and_then(|mut f| f.read(&mut head)).with_context(|| format!("reading {}", path.display()))?;
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| f.read(&mut head))
+        .with_context(|| format!("reading {}", path.display()))?;
     Ok(head[..n].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{'))
 }
-

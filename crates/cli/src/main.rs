@@ -14,7 +14,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
-#[command(name = "apr-ir", version, about = "Lower LLMs to one dataflow IR; run it on CPU and GPU; name the node where they diverge.")]
+#[command(
+    name = "apr-ir",
+    version,
+    about = "Lower LLMs to one dataflow IR; run it on CPU and GPU; name the node where they diverge."
+)]
 struct Cli {
     /// More logging (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -50,8 +54,12 @@ fn main() -> ExitCode {
             } else {
                 // clap's message is the lines before its "Usage:" line.
                 let rendered = e.render().to_string();
-                let lines: Vec<&str> =
-                    rendered.lines().take_while(|l| !l.starts_with("Usage:")).map(str::trim).filter(|l| !l.is_empty() && !l.starts_with("For more information")).collect();
+                let lines: Vec<&str> = rendered
+                    .lines()
+                    .take_while(|l| !l.starts_with("Usage:"))
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
+                    .collect();
                 lines.join(" ").trim_start_matches("error: ").to_string()
             };
             eprintln!("apr-ir: error: {reason} (see apr-ir --help)");
@@ -84,5 +92,6 @@ fn init_logging(verbose: u8) {
         _ => "debug",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    let _ =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
 }

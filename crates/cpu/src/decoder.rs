@@ -18,7 +18,10 @@ impl<'a> CpuDecoder<'a> {
 impl Decoder for CpuDecoder<'_> {
     fn step(&mut self, token: u32, pos: u32) -> Result<Vec<f32>, GenError> {
         let r = self.interp.step(token, pos, &Capture::None).map_err(|e| GenError::Backend(e.to_string()))?;
-        let logits = r.output("logits").and_then(|t| t.as_f32()).ok_or_else(|| GenError::Backend("graph has no f32 output `logits`".into()))?;
+        let logits = r
+            .output("logits")
+            .and_then(|t| t.as_f32())
+            .ok_or_else(|| GenError::Backend("graph has no f32 output `logits`".into()))?;
         Ok(logits.to_vec())
     }
 

@@ -100,10 +100,15 @@ impl<'a> Interpreter<'a> {
         for n in &graph.nodes {
             ws.push(match &n.op {
                 Op::Weight { tensor } => {
-                    let bytes = weights.tensor_bytes(tensor).map_err(|reason| CpuError::Weight { name: tensor.clone(), reason })?;
+                    let bytes = weights
+                        .tensor_bytes(tensor)
+                        .map_err(|reason| CpuError::Weight { name: tensor.clone(), reason })?;
                     let want = n.ty.bytes(graph.meta.max_ctx).unwrap_or(u64::MAX);
                     if bytes.len() as u64 != want {
-                        return Err(CpuError::Weight { name: tensor.clone(), reason: format!("holds {} bytes, {} needs {want}", bytes.len(), n.ty) });
+                        return Err(CpuError::Weight {
+                            name: tensor.clone(),
+                            reason: format!("holds {} bytes, {} needs {want}", bytes.len(), n.ty),
+                        });
                     }
                     Some(WeightRef { dtype: n.ty.dtype, bytes })
                 }
@@ -113,7 +118,8 @@ impl<'a> Interpreter<'a> {
                 let len = n.ty.bytes(0).unwrap_or(0) / 4;
                 let len = usize::try_from(len).map_err(|_| CpuError::node(n, "state too large"))?;
                 let mut buf = Vec::new();
-                buf.try_reserve_exact(len).map_err(|_| CpuError::node(n, format!("cannot allocate {} of state", n.ty)))?;
+                buf.try_reserve_exact(len)
+                    .map_err(|_| CpuError::node(n, format!("cannot allocate {} of state", n.ty)))?;
                 buf.resize(len, 0.0);
                 states.insert(n.id, buf);
             }
@@ -123,7 +129,8 @@ impl<'a> Interpreter<'a> {
         let mut dense = HashMap::new();
         for user in &graph.nodes {
             for (k, i) in user.inputs.iter().enumerate() {
-                let packed_use = matches!((&user.op, k), (Op::MatMul { .. }, 1) | (Op::Gather, 0) | (Op::Cast { .. }, 0));
+                let packed_use =
+                    matches!((&user.op, k), (Op::MatMul { .. }, 1) | (Op::Gather, 0) | (Op::Cast { .. }, 0));
                 let Some(w) = ws.get(i.index()).and_then(|w| w.as_ref()) else { continue };
                 if packed_use || dense.contains_key(i) {
                     continue;
@@ -220,9 +227,21 @@ impl<'a> Interpreter<'a> {
         }
     }
 
-    fn eval<'g>(&mut self, n: &Node, vals: &[Option<Val<'a, 'g>>], weights: &'g [Option<WeightRef<'a>>], token: u32, pos: u32, ctx: u64) -> Result<Val<'a, 'g>, CpuError> {
+    fn eval<'g>(
+        &mut self,
+        n: &Node,
+        vals: &[Option<Val<'a, 'g>>],
+        weights: &'g [Option<WeightRef<'a>>],
+        token: u32,
+        pos: u32,
+        ctx: u64,
+    ) -> Result<Val<'a, 'g>, CpuError> {
         let arg = |k: usize| -> Result<&Val<'a, 'g>, CpuError> {
-            n.inputs.get(k).and_then(|i| vals.get(i.index())).and_then(|v| v.as_ref()).ok_or_else(|| CpuError::node(n, format!("operand {k} has no value")))
+            n.inputs
+                .get(k)
+                .and_then(|i| vals.get(i.index()))
+                .and_then(|v| v.as_ref())
+                .ok_or_else(|| CpuError::node(n, format!("operand {k} has no value")))
         };
         let f32_arg = |k: usize| -> Result<&Tensor, CpuError> {
             match arg(k)? {
@@ -244,7 +263,9 @@ impl<'a> Interpreter<'a> {
         match &n.op {
             Op::Input { kind } => {
                 let v = match kind {
-                    InputKind::Token => i32::try_from(token).map_err(|_| CpuError::node(n, format!("token id {token} too large")))?,
+                    InputKind::Token => {
+                        i32::try_from(token).map_err(|_| CpuError::node(n, format!("token id {token} too large")))?
+                    }
                     InputKind::Position => pos as i32,
                 };
                 Ok(Val::T(Tensor::i32(vec![1], vec![v])))
@@ -252,7 +273,9 @@ impl<'a> Interpreter<'a> {
             Op::Weight { .. } if self.dense.contains_key(&n.id) => {
                 self.dense.get(&n.id).cloned().map(Val::T).ok_or_else(|| CpuError::node(n, "weight not decoded"))
             }
-            Op::Weight { .. } => weights[n.id.index()].as_ref().map(Val::W).ok_or_else(|| CpuError::node(n, "weight not bound")),
+            Op::Weight { .. } => {
+                weights[n.id.index()].as_ref().map(Val::W).ok_or_else(|| CpuError::node(n, "weight not bound"))
+            }
             Op::Const { value } => f(vec![*value as f32]),
             Op::State => Ok(Val::S(n.id)),
             Op::Neg => un(Unary::Neg),
@@ -314,7 +337,9 @@ impl<'a> Interpreter<'a> {
                 match arg(0)? {
                     Val::T(t) => match &t.data {
                         crate::tensor::Data::F32(d) => f(ops::slice(d, &t.shape, ax, start, len)),
-                        crate::tensor::Data::I32(d) => Ok(Val::T(Tensor::i32(out_shape.clone(), ops::slice(d, &t.shape, ax, start, len)))),
+                        crate::tensor::Data::I32(d) => {
+                            Ok(Val::T(Tensor::i32(out_shape.clone(), ops::slice(d, &t.shape, ax, start, len))))
+                        }
                     },
                     Val::S(id) => {
                         let shape = concrete(&self.graph.nodes[id.index()], ctx);
@@ -332,12 +357,15 @@ impl<'a> Interpreter<'a> {
                 let (rows, cols) = (tshape[0], tshape[1]);
                 let mut out = vec![0.0f32; ids.len() * cols];
                 for (r, &id) in ids.iter().enumerate() {
-                    let row = usize::try_from(id).ok().filter(|&i| i < rows).ok_or_else(|| CpuError::node(n, format!("token id {id} is outside the table's {rows} rows")))?;
+                    let row = usize::try_from(id).ok().filter(|&i| i < rows).ok_or_else(|| {
+                        CpuError::node(n, format!("token id {id} is outside the table's {rows} rows"))
+                    })?;
                     let dst = &mut out[r * cols..(r + 1) * cols];
                     match arg(0)? {
                         Val::W(w) => {
                             let rb = (w.bytes.len()) / rows;
-                            quant::dequantize(w.dtype, &w.bytes[row * rb..(row + 1) * rb], dst).map_err(|e| CpuError::node(n, e.to_string()))?;
+                            quant::dequantize(w.dtype, &w.bytes[row * rb..(row + 1) * rb], dst)
+                                .map_err(|e| CpuError::node(n, e.to_string()))?;
                         }
                         Val::T(t) => dst.copy_from_slice(&t.to_f32_vec()[row * cols..(row + 1) * cols]),
                         Val::S(_) => return Err(CpuError::node(n, "cannot gather from a state")),
@@ -355,7 +383,15 @@ impl<'a> Interpreter<'a> {
                     Some(_) => Some(f32s(f32_arg(1)?)),
                     None => None,
                 };
-                f(ops::rope_angles(pos as i32, *mode, *n_rot as usize, *head_dim as usize, *theta_base, *freq_scale, factors))
+                f(ops::rope_angles(
+                    pos as i32,
+                    *mode,
+                    *n_rot as usize,
+                    *head_dim as usize,
+                    *theta_base,
+                    *freq_scale,
+                    factors,
+                ))
             }
             Op::CacheWrite { axis } => {
                 let Val::S(id) = arg(0)? else { return Err(CpuError::node(n, "cache must be a state")) };

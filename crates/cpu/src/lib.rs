@@ -10,6 +10,7 @@
 
 mod decoder;
 mod interp;
+pub mod kernels;
 pub mod matmul;
 pub mod ops;
 pub mod tensor;

@@ -43,10 +43,11 @@ impl Dims {
 
 /// Bytes of one packed row of `k` elements.
 fn row_bytes(dtype: DType, k: usize) -> Result<usize, QuantError> {
-    dtype
-        .bytes_for(k as u64)
-        .map(|b| b as usize)
-        .ok_or(QuantError::PartialBlock { dtype, elems: k, block_len: dtype.block_len() })
+    dtype.bytes_for(k as u64).map(|b| b as usize).ok_or(QuantError::PartialBlock {
+        dtype,
+        elems: k,
+        block_len: dtype.block_len(),
+    })
 }
 
 /// The definition: `out[b, m, n] = Σ_k a[b, m, k] · B[b](n, k)`, accumulated in f64.
@@ -94,7 +95,11 @@ pub fn fast(a: &[f32], rhs: Rhs<'_>, d: Dims) -> Result<Vec<f32>, QuantError> {
                 let cols: Vec<Vec<f32>> = mat
                     .par_chunks_exact(rb.max(1))
                     .with_min_len(16)
-                    .map(|w| xs.chunks_exact(d.k.max(1)).map(|x| quant::dot_row(dtype, w, x)).collect::<Result<Vec<f32>, _>>())
+                    .map(|w| {
+                        xs.chunks_exact(d.k.max(1))
+                            .map(|x| quant::dot_row(dtype, w, x))
+                            .collect::<Result<Vec<f32>, _>>()
+                    })
                     .collect::<Result<_, _>>()?;
                 for (n, col) in cols.iter().enumerate() {
                     for (m, v) in col.iter().enumerate() {

@@ -75,9 +75,7 @@ pub fn binary(op: Binary, a: &[f32], a_shape: &[usize], b: &[f32], b_shape: &[us
 fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
     let st = strides(shape);
     let pad = out.len() - shape.len();
-    (0..out.len())
-        .map(|d| if d < pad || shape[d - pad] == 1 { 0 } else { st[d - pad] })
-        .collect()
+    (0..out.len()).map(|d| if d < pad || shape[d - pad] == 1 { 0 } else { st[d - pad] }).collect()
 }
 
 /// Reductions over one axis.
@@ -156,7 +154,15 @@ pub fn rope_rotate(x: &[f32], head_dim: usize, mode: RopeMode, n_rot: usize) -> 
 }
 
 /// Rotation angle per head dimension (see `apr_ir::Op::RopeAngles`), computed in f64.
-pub fn rope_angles(pos: i32, mode: RopeMode, n_rot: usize, head_dim: usize, theta: f64, freq_scale: f64, factors: Option<&[f32]>) -> Vec<f32> {
+pub fn rope_angles(
+    pos: i32,
+    mode: RopeMode,
+    n_rot: usize,
+    head_dim: usize,
+    theta: f64,
+    freq_scale: f64,
+    factors: Option<&[f32]>,
+) -> Vec<f32> {
     let mut out = vec![0.0f32; head_dim];
     let half = n_rot / 2;
     for i in 0..half {

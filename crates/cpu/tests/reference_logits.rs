@@ -15,13 +15,15 @@ fn fixtures() -> PathBuf {
 
 /// A float64 `.npy` file of shape `[rows, cols]`.
 fn read_npy_f64(path: &Path) -> (Vec<usize>, Vec<f64>) {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e} (run tools/fixtures/make_models.py)", path.display()));
+    let bytes =
+        std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e} (run tools/fixtures/make_models.py)", path.display()));
     assert_eq!(&bytes[..6], b"\x93NUMPY");
     let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
     let header = std::str::from_utf8(&bytes[10..10 + header_len]).unwrap();
     assert!(header.contains("'descr': '<f8'") && header.contains("'fortran_order': False"), "{header}");
     let shape_txt = header.split("'shape': (").nth(1).unwrap().split(')').next().unwrap();
-    let shape: Vec<usize> = shape_txt.split(',').filter(|s| !s.trim().is_empty()).map(|s| s.trim().parse().unwrap()).collect();
+    let shape: Vec<usize> =
+        shape_txt.split(',').filter(|s| !s.trim().is_empty()).map(|s| s.trim().parse().unwrap()).collect();
     let data = bytes[10 + header_len..].chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect();
     (shape, data)
 }
@@ -55,7 +57,12 @@ fn check(model_path: &Path, arch: &str, reference: &str) {
         let rel = err / norm;
         worst = worst.max(rel);
         assert!(rel < 1e-4, "{}: position {pos}: relative L2 error {rel:.3e}", model_path.display());
-        assert_eq!(argmax(got.iter().map(|&g| f64::from(g))), argmax(row.iter().copied()), "{}: argmax differs at position {pos}", model_path.display());
+        assert_eq!(
+            argmax(got.iter().map(|&g| f64::from(g))),
+            argmax(row.iter().copied()),
+            "{}: argmax differs at position {pos}",
+            model_path.display()
+        );
     }
     println!("{}: worst relative L2 {worst:.2e} over {} positions", model_path.display(), ids.len());
 }

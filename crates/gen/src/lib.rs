@@ -165,6 +165,9 @@ mod tests {
         assert_eq!(g.reason, StopReason::Budget);
         let err = generate(&mut d, &[1; 10], &opts(8, vec![]), &mut |_| {}, &mut |_| {}).unwrap_err();
         assert_eq!(err, GenError::ContextFull { needed: 17, max: 16 });
-        assert_eq!(generate(&mut d, &[], &opts(1, vec![]), &mut |_| {}, &mut |_| {}).unwrap_err(), GenError::EmptyPrompt);
+        assert_eq!(
+            generate(&mut d, &[], &opts(1, vec![]), &mut |_| {}, &mut |_| {}).unwrap_err(),
+            GenError::EmptyPrompt
+        );
     }
 }

@@ -89,7 +89,11 @@ pub fn to_dot(g: &Graph, opts: &DotOptions) -> String {
             continue;
         }
         let _ = writeln!(s, "  subgraph cluster_{k} {{");
-        let _ = writeln!(s, "    label={}; style=\"rounded,filled\"; fillcolor=\"#f4f4ff\"; color=\"#8888cc\";", esc(&c.label));
+        let _ = writeln!(
+            s,
+            "    label={}; style=\"rounded,filled\"; fillcolor=\"#f4f4ff\"; color=\"#8888cc\";",
+            esc(&c.label)
+        );
         for id in members {
             if clustered.insert(id) {
                 let _ = writeln!(s, "    {}", node_stmt(g, id, opts.highlight, false));
@@ -134,7 +138,10 @@ fn node_stmt(g: &Graph, id: NodeId, highlight: Option<NodeId>, boundary: bool) -
         OpClass::State => ("box", "#e2f0d9"),
         OpClass::Elementwise | OpClass::Movement | OpClass::Positional => ("box", "#ffffff"),
     };
-    let mut attrs = format!("shape={shape}, style=\"filled{}\", fillcolor=\"{fill}\"", if n.op.is_view() || boundary { ",dashed" } else { "" });
+    let mut attrs = format!(
+        "shape={shape}, style=\"filled{}\", fillcolor=\"{fill}\"",
+        if n.op.is_view() || boundary { ",dashed" } else { "" }
+    );
     if boundary {
         attrs.push_str(", fontcolor=\"#777777\"");
     }

@@ -91,7 +91,7 @@ impl DType {
     /// Bytes needed for `elems` elements, or `None` if `elems` is not a whole number of
     /// blocks or the size overflows.
     pub fn bytes_for(self, elems: u64) -> Option<u64> {
-        if elems % self.block_len() != 0 {
+        if !elems.is_multiple_of(self.block_len()) {
             return None;
         }
         (elems / self.block_len()).checked_mul(self.block_bytes())

@@ -20,11 +20,7 @@ pub struct Group {
 
 /// One group per compute node, in node order: the -O0 schedule.
 pub fn unfused(g: &Graph) -> Vec<Group> {
-    g.nodes
-        .iter()
-        .filter(|n| n.op.is_compute())
-        .map(|n| Group { covers: vec![n.id], outputs: vec![n.id] })
-        .collect()
+    g.nodes.iter().filter(|n| n.op.is_compute()).map(|n| Group { covers: vec![n.id], outputs: vec![n.id] }).collect()
 }
 
 /// Check that every compute node is covered by exactly one group, that groups cover only

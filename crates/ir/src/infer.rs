@@ -49,11 +49,7 @@ pub fn infer(op: &Op, args: &[&TensorType]) -> Result<TensorType, String> {
             let a = arg(args, 0)?;
             check_rank(shape)?;
             if numel_parts(&a.shape) != numel_parts(shape) || numel_parts(shape).is_none() {
-                return Err(format!(
-                    "cannot reshape {} to {}",
-                    a,
-                    TensorType { dtype: a.dtype, shape: shape.clone() }
-                ));
+                return Err(format!("cannot reshape {} to {}", a, TensorType { dtype: a.dtype, shape: shape.clone() }));
             }
             if a.dtype.is_quantized() {
                 return Err("cannot reshape a quantized tensor".into());
@@ -171,12 +167,8 @@ pub fn check_leaf(op: &Op, ty: &TensorType) -> Result<(), String> {
                 return Err(format!("a weight has constant, non-scalar shape, got {ty}"));
             }
             let row = ty.shape.last().and_then(|d| d.as_const()).unwrap_or(0);
-            if row % ty.dtype.block_len() != 0 {
-                return Err(format!(
-                    "rows of {ty} are not whole {} blocks of {}",
-                    ty.dtype,
-                    ty.dtype.block_len()
-                ));
+            if !row.is_multiple_of(ty.dtype.block_len()) {
+                return Err(format!("rows of {ty} are not whole {} blocks of {}", ty.dtype, ty.dtype.block_len()));
             }
             if ty.bytes(0).is_none() {
                 return Err(format!("byte size of {ty} overflows"));
@@ -290,7 +282,7 @@ fn check_rank(shape: &[Dim]) -> Result<(), String> {
 }
 
 fn check_n_rot(n_rot: u32, head_dim: u64) -> Result<(), String> {
-    if n_rot == 0 || n_rot % 2 != 0 || u64::from(n_rot) > head_dim {
+    if n_rot == 0 || !n_rot.is_multiple_of(2) || u64::from(n_rot) > head_dim {
         return Err(format!("n_rot {n_rot} must be even, nonzero and at most the head dim {head_dim}"));
     }
     Ok(())

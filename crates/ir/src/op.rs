@@ -40,11 +40,17 @@ pub enum RopeMode {
 pub enum Op {
     // ---- leaves: their type is declared, not inferred --------------------------------
     /// A per-step input (`()` → `i32[1]`).
-    Input { kind: InputKind },
+    Input {
+        kind: InputKind,
+    },
     /// A tensor of the model file, referenced by name; its bytes are never in the graph.
-    Weight { tensor: String },
+    Weight {
+        tensor: String,
+    },
     /// A scalar constant (`()` → `f32[]`), e.g. an epsilon or a softmax scale.
-    Const { value: f64 },
+    Const {
+        value: f64,
+    },
     /// Persistent state that outlives a step (the KV cache); written only by `CacheWrite`.
     State,
 
@@ -60,7 +66,9 @@ pub enum Op {
     Sin,
     /// Convert any float or quantized dtype to `to` (only `f32` is a valid target);
     /// quantized inputs are dequantized.
-    Cast { to: DType },
+    Cast {
+        to: DType,
+    },
 
     // ---- elementwise, binary with numpy broadcasting: (f32, f32) → f32 ------------------
     Add,
@@ -69,12 +77,20 @@ pub enum Op {
     Div,
 
     // ---- reductions over one axis; the axis is kept with size 1 -----------------------
-    ReduceSum { axis: u32 },
-    ReduceMean { axis: u32 },
-    ReduceMax { axis: u32 },
+    ReduceSum {
+        axis: u32,
+    },
+    ReduceMean {
+        axis: u32,
+    },
+    ReduceMax {
+        axis: u32,
+    },
     /// Index of the first maximum, as `i32`.
     #[serde(rename = "argmax")]
-    ArgMax { axis: u32 },
+    ArgMax {
+        axis: u32,
+    },
 
     // ---- contraction ---------------------------------------------------------------------
     /// `(a: f32[..B, M, K], b)` → `f32[..B, M, N]`, where `b` is `[..B, N, K]` when
@@ -82,31 +98,50 @@ pub enum Op {
     /// `[..B, K, N]` otherwise. `b` may omit the batch dims (shared weights) and may have
     /// any float or quantized dtype (quantized only with `transpose_rhs`).
     #[serde(rename = "matmul")]
-    MatMul { transpose_rhs: bool },
+    MatMul {
+        transpose_rhs: bool,
+    },
 
     // ---- movement --------------------------------------------------------------------------
     /// Same elements, new shape (row-major reinterpretation; never moves data).
-    Reshape { shape: Shape },
+    Reshape {
+        shape: Shape,
+    },
     /// `(a)` → elements `start .. start + len` of `axis`.
-    Slice { axis: u32, start: u64, len: crate::Dim },
+    Slice {
+        axis: u32,
+        start: u64,
+        len: crate::Dim,
+    },
     /// `(table: [R, C] any float/quantized dtype, ids: i32[n])` → `f32[n, C]`: row lookup.
     Gather,
     /// The "rotate half" step of RoPE over the last axis, within the first `n_rot`
     /// dimensions: Neox `y[i] = -x[i+h], y[i+h] = x[i]` (`h = n_rot/2`); Interleaved
     /// `y[2i] = -x[2i+1], y[2i+1] = x[2i]`; dimensions past `n_rot` become 0.
-    RopeRotate { mode: RopeMode, n_rot: u32 },
+    RopeRotate {
+        mode: RopeMode,
+        n_rot: u32,
+    },
 
     // ---- positional ---------------------------------------------------------------------
     /// `(pos: i32[1] [, freq_factors: f32[n_rot/2]])` → `f32[head_dim]`: the rotation angle
     /// of every head dimension, laid out as `mode` pairs them:
     /// `angle_i = pos * freq_scale * theta_base^(-2i/n_rot) / freq_factors[i]`;
     /// dimensions past `n_rot` get angle 0 (they pass through unrotated).
-    RopeAngles { mode: RopeMode, n_rot: u32, head_dim: u32, theta_base: f64, freq_scale: f64 },
+    RopeAngles {
+        mode: RopeMode,
+        n_rot: u32,
+        head_dim: u32,
+        theta_base: f64,
+        freq_scale: f64,
+    },
 
     // ---- state ---------------------------------------------------------------------------
     /// `(cache: [.., S, ..], value: [.., 1, ..], pos: i32[1])` → the cache with index `pos`
     /// of `axis` replaced by `value`. Backends update the state in place.
-    CacheWrite { axis: u32 },
+    CacheWrite {
+        axis: u32,
+    },
 }
 
 /// Coarse operation classes, for cost models, fusion and reports.
@@ -172,13 +207,9 @@ impl Op {
             | Op::Sub
             | Op::Mul
             | Op::Div => OpClass::Elementwise,
-            Op::ReduceSum { .. } | Op::ReduceMean { .. } | Op::ReduceMax { .. } | Op::ArgMax { .. } => {
-                OpClass::Reduce
-            }
+            Op::ReduceSum { .. } | Op::ReduceMean { .. } | Op::ReduceMax { .. } | Op::ArgMax { .. } => OpClass::Reduce,
             Op::MatMul { .. } => OpClass::MatMul,
-            Op::Reshape { .. } | Op::Slice { .. } | Op::Gather | Op::RopeRotate { .. } => {
-                OpClass::Movement
-            }
+            Op::Reshape { .. } | Op::Slice { .. } | Op::Gather | Op::RopeRotate { .. } => OpClass::Movement,
             Op::RopeAngles { .. } => OpClass::Positional,
             Op::CacheWrite { .. } => OpClass::State,
         }

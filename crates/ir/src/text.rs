@@ -108,17 +108,15 @@ fn parse_node(line: &str) -> Result<Node, String> {
     c.expect("=")?;
     let op_name = c.ident()?;
     let mut attrs = Map::new();
-    if c.eat("{") {
-        if !c.eat("}") {
-            loop {
-                let key = c.ident()?;
-                c.expect("=")?;
-                attrs.insert(key, c.json_value()?);
-                if c.eat("}") {
-                    break;
-                }
-                c.expect(",")?;
+    if c.eat("{") && !c.eat("}") {
+        loop {
+            let key = c.ident()?;
+            c.expect("=")?;
+            attrs.insert(key, c.json_value()?);
+            if c.eat("}") {
+                break;
             }
+            c.expect(",")?;
         }
     }
     let mut tagged = Map::new();

@@ -81,7 +81,11 @@ impl Graph {
                 let a = operand(0);
                 if let (Dim::Sym(_), Some(size)) = (len, a.ty.shape[*axis as usize].as_const()) {
                     if size < ctx {
-                        return Err(IrError::node(id, &n.op, format!("axis of size {size} is shorter than max_ctx {ctx}")));
+                        return Err(IrError::node(
+                            id,
+                            &n.op,
+                            format!("axis of size {size} is shorter than max_ctx {ctx}"),
+                        ));
                     }
                 }
             }
@@ -95,7 +99,11 @@ impl Graph {
                 }
                 let size = cache.ty.shape[*axis as usize].as_const().unwrap_or(0);
                 if size < ctx {
-                    return Err(IrError::node(id, &n.op, format!("cache axis of size {size} is shorter than max_ctx {ctx}")));
+                    return Err(IrError::node(
+                        id,
+                        &n.op,
+                        format!("cache axis of size {size} is shorter than max_ctx {ctx}"),
+                    ));
                 }
             }
             Op::Input { .. }

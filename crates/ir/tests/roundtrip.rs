@@ -1,3 +1,5 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 //! JSON and text forms round-trip exactly, on random graphs.
 
 mod common;
@@ -48,9 +50,33 @@ fn generator_covers_every_op_class() {
         }
     }
     for op in [
-        "input", "weight", "const", "state", "neg", "exp", "sigmoid", "sqrt", "rsqrt", "cos", "sin", "cast", "add", "sub",
-        "mul", "div", "reduce_sum", "reduce_mean", "reduce_max", "argmax", "matmul", "reshape", "slice", "gather",
-        "rope_rotate", "rope_angles", "cache_write",
+        "input",
+        "weight",
+        "const",
+        "state",
+        "neg",
+        "exp",
+        "sigmoid",
+        "sqrt",
+        "rsqrt",
+        "cos",
+        "sin",
+        "cast",
+        "add",
+        "sub",
+        "mul",
+        "div",
+        "reduce_sum",
+        "reduce_mean",
+        "reduce_max",
+        "argmax",
+        "matmul",
+        "reshape",
+        "slice",
+        "gather",
+        "rope_rotate",
+        "rope_angles",
+        "cache_write",
     ] {
         assert!(seen.contains(op), "random graphs never contain {op}");
     }

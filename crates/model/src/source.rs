@@ -53,7 +53,8 @@ impl Model {
             let dtype = info.dtype().map_err(|_| info.ggml_type().name().to_string());
             tensors.insert(info.name(), dtype, info.shape());
         }
-        let embd = tensors.get("token_embd.weight").ok_or_else(|| LowerError::MissingTensor("token_embd.weight".into()))?;
+        let embd =
+            tensors.get("token_embd.weight").ok_or_else(|| LowerError::MissingTensor("token_embd.weight".into()))?;
         let vocab = embd.shape.first().copied().unwrap_or(0);
         let params = ArchParams::from_gguf(g.metadata(), vocab)?;
         let name = g.metadata().opt_str("general.name").ok().flatten().map(str::to_string).unwrap_or(stem);
@@ -115,7 +116,9 @@ impl MetaSource for JsonMeta<'_> {
     fn uint(&self, key: &str) -> Result<Option<u64>, ParamError> {
         match self.lookup(key) {
             None => Ok(None),
-            Some(v) => v.as_u64().map(Some).ok_or_else(|| invalid(key, format!("expected a non-negative integer, got {v}"))),
+            Some(v) => {
+                v.as_u64().map(Some).ok_or_else(|| invalid(key, format!("expected a non-negative integer, got {v}")))
+            }
         }
     }
 
@@ -129,7 +132,10 @@ impl MetaSource for JsonMeta<'_> {
     fn string(&self, key: &str) -> Result<Option<String>, ParamError> {
         match self.lookup(key) {
             None => Ok(None),
-            Some(v) => v.as_str().map(|s| Some(s.to_string())).ok_or_else(|| invalid(key, format!("expected a string, got {v}"))),
+            Some(v) => v
+                .as_str()
+                .map(|s| Some(s.to_string()))
+                .ok_or_else(|| invalid(key, format!("expected a string, got {v}"))),
         }
     }
 }

@@ -167,7 +167,9 @@ impl SynthSpec {
         let n_layers = p.n_layers;
         let std = 0.02f32;
         let mut out = Vec::new();
-        let mut push = |name: String, shape: Vec<u64>, init: Init, dtype: DType| out.push(SynthTensor { name, shape, dtype, init });
+        let mut push = |name: String, shape: Vec<u64>, init: Init, dtype: DType| {
+            out.push(SynthTensor { name, shape, dtype, init })
+        };
         let tied = self.tied();
         let embd_type = if tied && self.quant == SynthQuant::Q4KM { DType::Q6K } else { self.matrix_type(None) };
         push("token_embd.weight".into(), vec![p.vocab, p.n_embd], Init::Matrix(std), fallback(embd_type, p.n_embd));
@@ -183,10 +185,20 @@ impl SynthSpec {
                     push(b(&format!("{part}.bias")), vec![rows], Init::Bias, DType::F32);
                 }
             }
-            push(b("attn_output.weight"), vec![p.n_embd, q_rows], Init::Matrix(std), fallback(self.matrix_type(None), q_rows));
+            push(
+                b("attn_output.weight"),
+                vec![p.n_embd, q_rows],
+                Init::Matrix(std),
+                fallback(self.matrix_type(None), q_rows),
+            );
             push(b("ffn_norm.weight"), vec![p.n_embd], Init::Gain, DType::F32);
             for part in ["ffn_gate", "ffn_up"] {
-                push(b(&format!("{part}.weight")), vec![p.n_ff, p.n_embd], Init::Matrix(std), fallback(self.matrix_type(None), p.n_embd));
+                push(
+                    b(&format!("{part}.weight")),
+                    vec![p.n_ff, p.n_embd],
+                    Init::Matrix(std),
+                    fallback(self.matrix_type(None), p.n_embd),
+                );
             }
             let down = fallback(self.matrix_type(Some(more_bits)), p.n_ff);
             push(b("ffn_down.weight"), vec![p.n_embd, p.n_ff], Init::Matrix(std), down);
@@ -266,7 +278,10 @@ impl SynthSpec {
     /// Write the GGUF file, calling `progress(bytes_written)` as tensors are produced.
     pub fn write<W: Write>(&self, out: W, progress: &dyn Fn(u64)) -> Result<W, ModelError> {
         let tensors = self.tensors();
-        let specs = tensors.iter().map(|t| TensorSpec::new(t.name.clone(), t.shape.iter().rev().copied().collect(), t.dtype)).collect();
+        let specs = tensors
+            .iter()
+            .map(|t| TensorSpec::new(t.name.clone(), t.shape.iter().rev().copied().collect(), t.dtype))
+            .collect();
         let mut w = GgufWriter::new(out, &self.metadata()?, specs)?;
         let mut written = 0u64;
         for (index, t) in tensors.iter().enumerate() {
@@ -280,7 +295,9 @@ impl SynthSpec {
                 let n = rows_per_chunk.min(rows - start);
                 let mut bytes = vec![0u8; n * row_bytes];
                 bytes.par_chunks_mut(row_bytes.max(1)).enumerate().try_for_each(|(r, dst)| {
-                    let mut rng = SplitMix::new(self.seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ ((start + r) as u64) << 20);
+                    let mut rng = SplitMix::new(
+                        self.seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ ((start + r) as u64) << 20,
+                    );
                     let row: Vec<f32> = (0..cols).map(|_| t.init.sample(&mut rng)).collect();
                     quant::quantize(t.dtype, &row, dst)
                 })?;
@@ -303,7 +320,7 @@ fn use_more_bits(layer: u32, n_layers: u32) -> bool {
 
 /// llama.cpp's fallback for rows that are not whole blocks of the chosen type.
 fn fallback(dtype: DType, row: u64) -> DType {
-    if row % dtype.block_len() == 0 {
+    if row.is_multiple_of(dtype.block_len()) {
         return dtype;
     }
     let t = match dtype {
@@ -312,7 +329,7 @@ fn fallback(dtype: DType, row: u64) -> DType {
         DType::Q6K => DType::Q8_0,
         other => other,
     };
-    if row % t.block_len() == 0 {
+    if row.is_multiple_of(t.block_len()) {
         t
     } else {
         DType::F16

@@ -93,8 +93,15 @@ pub fn run(args: Args) -> Result<()> {
     } else {
         println!("model        {} ({} threads, {})", r.model, r.threads, r.backend);
         println!("prompt       {} tokens at {:.1} tok/s", r.prompt_tokens, r.prompt_tok_per_s);
-        println!("decode       {} tokens at {:.1} tok/s, {:.2} ms/token median ({:.2} min)", r.gen_tokens, r.decode_tok_per_s, r.ms_per_token_median, r.ms_per_token_min);
-        println!("weights      {} per token, streamed at {:.2} GB/s", super::human_bytes(r.weight_bytes_per_token), r.weight_gb_per_s);
+        println!(
+            "decode       {} tokens at {:.1} tok/s, {:.2} ms/token median ({:.2} min)",
+            r.gen_tokens, r.decode_tok_per_s, r.ms_per_token_median, r.ms_per_token_min
+        );
+        println!(
+            "weights      {} per token, streamed at {:.2} GB/s",
+            super::human_bytes(r.weight_bytes_per_token),
+            r.weight_gb_per_s
+        );
     }
     Ok(())
 }

@@ -33,7 +33,9 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     super::check_opt_level(args.opt)?;
     let g = args.source.load()?.graph;
-    let find = |key: &str| g.find(key).with_context(|| format!("no node {key:?} in the graph (give an id like %12 or a node name)"));
+    let find = |key: &str| {
+        g.find(key).with_context(|| format!("no node {key:?} in the graph (give an id like %12 or a node name)"))
+    };
     let around = match &args.around {
         Some(k) => Some((find(k)?, args.radius)),
         None => None,

@@ -44,7 +44,12 @@ pub fn run(args: Args) -> Result<()> {
         println!("format       hf-safetensors ({} shards)", hf.shards().len());
         for info in hf.tensor_infos() {
             let bytes = info.data_range().end - info.data_range().start;
-            rows.push(TensorRow { name: info.name().into(), dtype: info.safe_dtype().name().to_lowercase(), shape: info.shape().to_vec(), bytes });
+            rows.push(TensorRow {
+                name: info.name().into(),
+                dtype: info.safe_dtype().name().to_lowercase(),
+                shape: info.shape().to_vec(),
+                bytes,
+            });
         }
         if let serde_json::Value::Object(m) = hf.config() {
             for (k, v) in m {
@@ -54,9 +59,19 @@ pub fn run(args: Args) -> Result<()> {
     } else {
         let file = GgufFile::open(path).with_context(|| format!("{}", path.display()))?;
         let g = file.gguf();
-        println!("format       gguf v{} (alignment {}, {} metadata keys)", g.version(), g.alignment(), g.metadata().len());
+        println!(
+            "format       gguf v{} (alignment {}, {} metadata keys)",
+            g.version(),
+            g.alignment(),
+            g.metadata().len()
+        );
         for t in g.tensors() {
-            rows.push(TensorRow { name: t.name().into(), dtype: t.ggml_type().name().to_lowercase(), shape: t.shape(), bytes: t.n_bytes() });
+            rows.push(TensorRow {
+                name: t.name().into(),
+                dtype: t.ggml_type().name().to_lowercase(),
+                shape: t.shape(),
+                bytes: t.n_bytes(),
+            });
         }
         for (k, v) in g.metadata().iter() {
             meta_lines.push(format!("{k} = {}", summarize_value(v)));
@@ -115,7 +130,11 @@ fn inspect_ir(path: &std::path::Path) -> Result<()> {
     println!("name         {}", g.meta.name);
     println!("architecture {}", g.meta.arch);
     println!("nodes        {} ({} compute), max_ctx {}", s.nodes, s.compute_nodes, g.meta.max_ctx);
-    println!("weights      {} referenced, {} read per token", super::human_bytes(s.weight_bytes), super::human_bytes(s.weight_bytes_per_token));
+    println!(
+        "weights      {} referenced, {} read per token",
+        super::human_bytes(s.weight_bytes),
+        super::human_bytes(s.weight_bytes_per_token)
+    );
     println!("lowering     ok (already lowered)");
     Ok(())
 }

@@ -82,7 +82,12 @@ pub fn run(args: Args) -> Result<()> {
     }
     let needed = prompt.len() as u64 + u64::from(args.max_tokens);
     if needed > model.params.context_length {
-        bail!("{needed} positions (prompt {} + max tokens {}) exceed the model's context of {}", prompt.len(), args.max_tokens, model.params.context_length);
+        bail!(
+            "{needed} positions (prompt {} + max tokens {}) exceed the model's context of {}",
+            prompt.len(),
+            args.max_tokens,
+            model.params.context_length
+        );
     }
     let graph = model.lower(Some(needed.max(1)))?;
     let interp = Interpreter::new(&graph, &model)?;
@@ -122,7 +127,8 @@ pub fn run(args: Args) -> Result<()> {
     let secs = start.elapsed().as_secs_f64();
     if let Some(path) = &args.dump_logits {
         let cols = vocab as usize;
-        npy::write_f32(path, rows.len() / cols.max(1), cols, &rows).with_context(|| format!("writing {}", path.display()))?;
+        npy::write_f32(path, rows.len() / cols.max(1), cols, &rows)
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     let summary = format!(
         "cpu: {} prompt + {} generated tokens in {:.2} s ({:.1} positions/s)",
@@ -145,7 +151,8 @@ fn prompt_tokens(args: &Args, model: &Model, tok: &Tokenizer) -> Result<Vec<u32>
     }
     let text = args.prompt.as_deref().unwrap_or_default();
     let rendered = if args.chat {
-        let template = ChatTemplate::from_model(model)?.context("the model has no chat template; run without --chat")?;
+        let template =
+            ChatTemplate::from_model(model)?.context("the model has no chat template; run without --chat")?;
         let mut messages = Vec::new();
         if let Some(sys) = &args.system {
             messages.push(Message { role: "system".into(), content: sys.clone() });

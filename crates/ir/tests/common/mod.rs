@@ -12,7 +12,8 @@ pub fn instrs() -> impl Strategy<Value = Vec<Instr>> {
 }
 
 pub fn build(instrs: &[Instr]) -> Graph {
-    let meta = GraphMeta { name: "random \"graph\"".into(), arch: "test".into(), max_ctx: 8, extra: Default::default() };
+    let meta =
+        GraphMeta { name: "random \"graph\"".into(), arch: "test".into(), max_ctx: 8, extra: Default::default() };
     let mut b = GraphBuilder::new(meta);
     let token = b.leaf("token", Op::Input { kind: InputKind::Token }, TensorType::new(DType::I32, &[1])).unwrap();
     let pos = b.leaf("pos", Op::Input { kind: InputKind::Position }, TensorType::new(DType::I32, &[1])).unwrap();
@@ -47,7 +48,10 @@ pub fn build(instrs: &[Instr]) -> Graph {
             17 => Op::Reshape { shape: vec![Dim::Const(2), Dim::Const(16)] },
             18 => Op::Reshape { shape: vec![Dim::Const(1), Dim::Const(2), Dim::Const(16)] },
             19 => Op::Slice { axis: d % 2, start: u64::from(d % 3), len: Dim::Const(1 + u64::from(a % 4)) },
-            20 => Op::RopeRotate { mode: if d % 2 == 0 { RopeMode::Neox } else { RopeMode::Interleaved }, n_rot: 2 * (1 + d % 8) },
+            20 => Op::RopeRotate {
+                mode: if d % 2 == 0 { RopeMode::Neox } else { RopeMode::Interleaved },
+                n_rot: 2 * (1 + d % 8),
+            },
             21 => Op::Cast { to: DType::F32 },
             22 => {
                 let c = b.leaf(name, Op::Const { value: f }, TensorType::new(DType::F32, &[])).unwrap();
@@ -68,10 +72,15 @@ pub fn build(instrs: &[Instr]) -> Graph {
                 continue;
             }
             24 if !cache_written => {
-                let v = b.push(format!("{name}.v"), Op::Reshape { shape: vec![Dim::Const(2), Dim::Const(1), Dim::Const(16)] }, &[i]);
+                let v = b.push(
+                    format!("{name}.v"),
+                    Op::Reshape { shape: vec![Dim::Const(2), Dim::Const(1), Dim::Const(16)] },
+                    &[i],
+                );
                 if let Ok(v) = v {
                     let wr = b.push(format!("{name}.write"), Op::CacheWrite { axis: 1 }, &[cache, v, pos]).unwrap();
-                    let view = b.push(format!("{name}.view"), Op::Slice { axis: 1, start: 0, len: Dim::CTX }, &[wr]).unwrap();
+                    let view =
+                        b.push(format!("{name}.view"), Op::Slice { axis: 1, start: 0, len: Dim::CTX }, &[wr]).unwrap();
                     pool.push(view);
                     cache_written = true;
                 }

@@ -113,7 +113,7 @@ impl Lowering<'_> {
         let mut angle_args = vec![pos];
         if self.tensors.get(&freqs_name).is_some() {
             let f = self.weight(&freqs_name, &[u64::from(p.n_rot / 2)], "rope frequency factors", false)?;
-            angle_args.push(self.to_f32(f)?);
+            angle_args.push(self.as_f32(f)?);
         }
         let angles = self.b.push(
             "rope.angles",
@@ -126,7 +126,10 @@ impl Lowering<'_> {
             },
             &angle_args,
         )?;
-        let rope = Rope { cos: self.b.push("rope.cos", Op::Cos, &[angles])?, sin: self.b.push("rope.sin", Op::Sin, &[angles])? };
+        let rope = Rope {
+            cos: self.b.push("rope.cos", Op::Cos, &[angles])?,
+            sin: self.b.push("rope.sin", Op::Sin, &[angles])?,
+        };
 
         for layer in 0..p.n_layers {
             x = self.block(layer, x, pos, eps, scale, rope, max_ctx)?;
@@ -146,7 +149,16 @@ impl Lowering<'_> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn block(&mut self, layer: u32, x: NodeId, pos: NodeId, eps: NodeId, scale: NodeId, rope: Rope, max_ctx: u64) -> Result<NodeId, LowerError> {
+    fn block(
+        &mut self,
+        layer: u32,
+        x: NodeId,
+        pos: NodeId,
+        eps: NodeId,
+        scale: NodeId,
+        rope: Rope,
+        max_ctx: u64,
+    ) -> Result<NodeId, LowerError> {
         let p = self.p;
         let pre = format!("blk.{layer}.");
         let (kv, group, hd) = (p.n_head_kv, p.group(), p.head_dim);
@@ -204,7 +216,11 @@ impl Lowering<'_> {
 
     /// `x · cos + rotate_half(x) · sin`.
     fn rope(&mut self, name: &str, x: NodeId, r: Rope) -> Result<NodeId, LowerError> {
-        let rot = self.b.push(format!("{name}.rotate"), Op::RopeRotate { mode: self.p.rope_mode, n_rot: self.p.n_rot }, &[x])?;
+        let rot = self.b.push(
+            format!("{name}.rotate"),
+            Op::RopeRotate { mode: self.p.rope_mode, n_rot: self.p.n_rot },
+            &[x],
+        )?;
         let c = self.b.push(format!("{name}.cos_mul"), Op::Mul, &[x, r.cos])?;
         let s = self.b.push(format!("{name}.sin_mul"), Op::Mul, &[rot, r.sin])?;
         Ok(self.b.push(name, Op::Add, &[c, s])?)
@@ -228,20 +244,27 @@ impl Lowering<'_> {
             return Ok(y);
         }
         let bias = self.weight(&bname, &[rows], "a bias", false)?;
-        let bias = self.to_f32(bias)?;
+        let bias = self.as_f32(bias)?;
         Ok(self.b.push(format!("{name}.bias_add"), Op::Add, &[y, bias])?)
     }
 
     fn norm_weight(&mut self, t: T, layer: u32) -> Result<NodeId, LowerError> {
         let name = tensor_name(self.p.naming, t, layer, false);
         let w = self.weight(&name, &[self.p.n_embd], "a norm weight", false)?;
-        self.to_f32(w)
+        self.as_f32(w)
     }
 
     /// A weight node for a file tensor, checked against the expected shape.
-    fn weight(&mut self, name: &str, shape: &[u64], role: &'static str, quantized_ok: bool) -> Result<NodeId, LowerError> {
+    fn weight(
+        &mut self,
+        name: &str,
+        shape: &[u64],
+        role: &'static str,
+        quantized_ok: bool,
+    ) -> Result<NodeId, LowerError> {
         let e = self.tensors.get(name).ok_or_else(|| LowerError::MissingTensor(name.to_string()))?;
-        let dtype = e.dtype.clone().map_err(|type_name| LowerError::UnsupportedType { name: name.to_string(), type_name })?;
+        let dtype =
+            e.dtype.clone().map_err(|type_name| LowerError::UnsupportedType { name: name.to_string(), type_name })?;
         if e.shape != shape {
             return Err(LowerError::Shape { name: name.to_string(), expected: shape.to_vec(), found: e.shape.clone() });
         }
@@ -252,7 +275,7 @@ impl Lowering<'_> {
     }
 
     /// Norm weights and biases are f32 in GGUF files but often bf16/f16 in HF checkpoints.
-    fn to_f32(&mut self, w: NodeId) -> Result<NodeId, LowerError> {
+    fn as_f32(&mut self, w: NodeId) -> Result<NodeId, LowerError> {
         let Some(ty) = self.b.ty(w) else { return Ok(w) };
         if ty.dtype == DType::F32 {
             return Ok(w);

@@ -102,7 +102,8 @@ impl ArchParams {
     /// Read GGUF metadata (`general.architecture`, `{arch}.*`). `vocab` is the row count of
     /// `token_embd.weight`, which the caller knows from the tensor table.
     pub fn from_gguf(meta: &dyn MetaSource, vocab: u64) -> Result<ArchParams, ParamError> {
-        let arch_name = meta.string("general.architecture")?.ok_or(ParamError::Missing("general.architecture".into()))?;
+        let arch_name =
+            meta.string("general.architecture")?.ok_or(ParamError::Missing("general.architecture".into()))?;
         let arch = Arch::from_name(&arch_name).ok_or(ParamError::UnsupportedArch(arch_name.clone()))?;
         let k = |s: &str| format!("{arch_name}.{s}");
         let req = |s: &str| -> Result<u64, ParamError> { meta.uint(&k(s))?.ok_or_else(|| ParamError::Missing(k(s))) };
@@ -116,7 +117,9 @@ impl ArchParams {
         };
         if let Some(v) = meta.uint(&k("attention.value_length"))? {
             if v != head_dim {
-                return Err(ParamError::Inconsistent(format!("value head size {v} differs from key head size {head_dim}")));
+                return Err(ParamError::Inconsistent(format!(
+                    "value head size {v} differs from key head size {head_dim}"
+                )));
             }
         }
         let n_rot = meta.uint(&k("rope.dimension_count"))?.unwrap_or(head_dim);
@@ -137,7 +140,9 @@ impl ArchParams {
                 Arch::Qwen2 => RopeMode::Neox,
                 Arch::Llama => RopeMode::Interleaved,
             },
-            rms_eps: meta.float(&k("attention.layer_norm_rms_epsilon"))?.ok_or_else(|| ParamError::Missing(k("attention.layer_norm_rms_epsilon")))?,
+            rms_eps: meta
+                .float(&k("attention.layer_norm_rms_epsilon"))?
+                .ok_or_else(|| ParamError::Missing(k("attention.layer_norm_rms_epsilon")))?,
             vocab,
             context_length: req("context_length")?,
             attn_scale: meta.float(&k("attention.scale"))?.unwrap_or(0.0),
@@ -186,7 +191,8 @@ impl ArchParams {
 
     /// Fill derived values and check consistency and sanity bounds.
     pub fn finish(mut self) -> Result<ArchParams, ParamError> {
-        let bad = |what: &str, v: u64, max: u64| ParamError::Inconsistent(format!("{what} = {v} is out of range 1..={max}"));
+        let bad =
+            |what: &str, v: u64, max: u64| ParamError::Inconsistent(format!("{what} = {v} is out of range 1..={max}"));
         for (what, v, max) in [
             ("layers", u64::from(self.n_layers), MAX_LAYERS),
             ("embedding length", self.n_embd, MAX_DIM),
@@ -201,13 +207,21 @@ impl ArchParams {
                 return Err(bad(what, v, max));
             }
         }
-        if self.n_head % self.n_head_kv != 0 {
-            return Err(ParamError::Inconsistent(format!("{} heads do not split into {} kv groups", self.n_head, self.n_head_kv)));
+        if !self.n_head.is_multiple_of(self.n_head_kv) {
+            return Err(ParamError::Inconsistent(format!(
+                "{} heads do not split into {} kv groups",
+                self.n_head, self.n_head_kv
+            )));
         }
-        if self.n_rot == 0 || self.n_rot % 2 != 0 || u64::from(self.n_rot) > self.head_dim {
-            return Err(ParamError::Inconsistent(format!("rope dims {} must be even and at most head dim {}", self.n_rot, self.head_dim)));
+        if self.n_rot == 0 || !self.n_rot.is_multiple_of(2) || u64::from(self.n_rot) > self.head_dim {
+            return Err(ParamError::Inconsistent(format!(
+                "rope dims {} must be even and at most head dim {}",
+                self.n_rot, self.head_dim
+            )));
         }
-        for (what, v) in [("rope theta", self.rope_theta), ("rms eps", self.rms_eps), ("rope freq scale", self.rope_freq_scale)] {
+        for (what, v) in
+            [("rope theta", self.rope_theta), ("rms eps", self.rms_eps), ("rope freq scale", self.rope_freq_scale)]
+        {
             if !(v.is_finite() && v > 0.0) {
                 return Err(ParamError::Inconsistent(format!("{what} = {v} must be positive")));
             }
@@ -239,7 +253,9 @@ fn rope_scaling(meta: &dyn MetaSource, arch: &str) -> Result<f64, ParamError> {
             }
             Ok(1.0 / factor)
         }
-        Some(other) => Err(ParamError::Invalid { key, reason: format!("rope scaling {other:?} is not supported (none, linear)") }),
+        Some(other) => {
+            Err(ParamError::Invalid { key, reason: format!("rope scaling {other:?} is not supported (none, linear)") })
+        }
     }
 }
 
@@ -248,7 +264,8 @@ fn hf_rope_scaling(config: &dyn MetaSource) -> Result<f64, ParamError> {
         .string("rope_scaling.type")?
         .or(config.string("rope_scaling.rope_type")?)
         .or(config.string("rope_parameters.rope_type")?);
-    let factor_key = if config.float("rope_scaling.factor")?.is_some() { "rope_scaling.factor" } else { "rope_parameters.factor" };
+    let factor_key =
+        if config.float("rope_scaling.factor")?.is_some() { "rope_scaling.factor" } else { "rope_parameters.factor" };
     match kind.as_deref() {
         None | Some("default") => Ok(1.0),
         Some("linear") => {
@@ -258,6 +275,9 @@ fn hf_rope_scaling(config: &dyn MetaSource) -> Result<f64, ParamError> {
             }
             Ok(1.0 / f)
         }
-        Some(other) => Err(ParamError::Invalid { key: "rope_scaling".into(), reason: format!("{other:?} is not supported (default, linear)") }),
+        Some(other) => Err(ParamError::Invalid {
+            key: "rope_scaling".into(),
+            reason: format!("{other:?} is not supported (default, linear)"),
+        }),
     }
 }
