@@ -80,3 +80,16 @@ pub fn looks_like_json(path: &Path) -> Result<bool> {
         .with_context(|| format!("reading {}", path.display()))?;
     Ok(head[..n].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{'))
 }
+
+/// Open a model file, or the built-in default model when no path is given.
+pub fn open_model(path: Option<&Path>) -> Result<Model> {
+    match path {
+        Some(p) => {
+            if !p.exists() {
+                bail!("{} does not exist", p.display());
+            }
+            Model::open(p).with_context(|| format!("{}", p.display()))
+        }
+        None => crate::default_model::open(),
+    }
+}

@@ -7,7 +7,9 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a CLI's job is to print
 
 mod cmd;
+mod default_model;
 mod load;
+mod npy;
 mod progress;
 
 use clap::{Parser, Subcommand};
@@ -37,6 +39,10 @@ enum Command {
     Compile(cmd::compile::Args),
     /// Draw the IR (or part of it) as Graphviz DOT.
     Dot(cmd::dot::Args),
+    /// Generate text (prompt, chat or token ids) with a model.
+    Run(cmd::run::Args),
+    /// Measure decode speed and weight streaming bandwidth.
+    Bench(cmd::bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +78,8 @@ fn main() -> ExitCode {
         Command::Synth(a) => cmd::synth::run(a),
         Command::Compile(a) => cmd::compile::run(a),
         Command::Dot(a) => cmd::dot::run(a),
+        Command::Run(a) => cmd::run::run(a),
+        Command::Bench(a) => cmd::bench::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

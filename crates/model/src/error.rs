@@ -4,6 +4,8 @@ use crate::gguf::GgufError;
 use crate::lower::{LowerError, ParamError};
 use crate::quant::QuantError;
 use crate::safetensors::SafeTensorsError;
+use crate::tokenizer::TokenizerError;
+use crate::chat::ChatError;
 
 /// Anything that can go wrong reading, writing or lowering a model.
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +20,10 @@ pub enum ModelError {
     Params(#[from] ParamError),
     #[error(transparent)]
     Lower(#[from] LowerError),
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    #[error(transparent)]
+    Chat(#[from] ChatError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("{0}")]

@@ -4,6 +4,7 @@
 //!
 //! This crate reads files and builds graphs; it never runs them.
 
+pub mod chat;
 mod error;
 pub mod gguf;
 pub mod lower;
@@ -11,6 +12,7 @@ pub mod quant;
 pub mod safetensors;
 mod source;
 pub mod synth;
+pub mod tokenizer;
 
 pub use error::ModelError;
 pub use source::{JsonMeta, Model, ModelFile};

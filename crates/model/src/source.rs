@@ -2,7 +2,9 @@
 //! (`config.json` + safetensors). Either becomes hyper-parameters plus a tensor table, which
 //! is all the lowering needs; weight bytes stay in the memory map until a backend asks.
 
+use crate::chat::ChatTemplate;
 use crate::gguf::{GgufFile, Metadata};
+use crate::tokenizer::Tokenizer;
 use crate::lower::{lower, ArchParams, LowerError, LowerOptions, MetaSource, ParamError, TensorTable};
 use crate::safetensors::HfDir;
 use crate::ModelError;
@@ -73,6 +75,22 @@ impl Model {
             ModelFile::Gguf(f) => Ok(f.tensor(name)?.1),
             ModelFile::Hf(h) => Ok(h.tensor(name)?.bytes),
         }
+    }
+
+    /// The model's tokenizer (GGUF metadata, or the HF directory's `tokenizer.json`).
+    pub fn tokenizer(&self) -> Result<Tokenizer, ModelError> {
+        Ok(match &self.file {
+            ModelFile::Gguf(f) => Tokenizer::from_gguf(f.gguf().metadata())?,
+            ModelFile::Hf(h) => Tokenizer::from_hf_dir(h.dir())?,
+        })
+    }
+
+    /// The model's chat template, if it has one.
+    pub fn chat_template(&self) -> Result<Option<ChatTemplate>, ModelError> {
+        Ok(match &self.file {
+            ModelFile::Gguf(f) => ChatTemplate::from_gguf(f.gguf().metadata())?,
+            ModelFile::Hf(h) => ChatTemplate::from_hf_dir(h.dir())?,
+        })
     }
 
     /// The format's name, for messages.

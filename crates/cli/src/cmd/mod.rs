@@ -1,7 +1,9 @@
 //! One module per subcommand.
+pub mod bench;
 pub mod compile;
 pub mod dot;
 pub mod inspect;
+pub mod run;
 pub mod synth;
 
 use anyhow::{bail, Result};

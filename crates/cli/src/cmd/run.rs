@@ -5,7 +5,7 @@ use crate::npy;
 use anyhow::{bail, Context, Result};
 use apr_ir_cpu::{CpuDecoder, Interpreter};
 use apr_ir_gen::{generate, GenerateOptions, SamplerConfig};
-use apr_ir_model::chat::{ChatTemplate, Message};
+use apr_ir_model::chat::Message;
 use apr_ir_model::tokenizer::{StreamDecoder, Tokenizer};
 use apr_ir_model::Model;
 use std::io::{IsTerminal, Write};
@@ -40,9 +40,10 @@ pub struct Args {
     /// Same as --backend cpu; never initializes a GPU.
     #[arg(long, conflicts_with = "backend")]
     no_gpu: bool,
-    /// Most tokens to generate (0: only process the prompt).
-    #[arg(long, default_value_t = 128)]
-    max_tokens: u32,
+    /// Most tokens to generate (0: only process the prompt) [default: 128, or what the
+    /// model's context leaves after the prompt].
+    #[arg(long)]
+    max_tokens: Option<u32>,
     /// Sampling temperature; 0 is greedy.
     #[arg(long, default_value_t = 0.0)]
     temperature: f32,
@@ -74,32 +75,30 @@ pub fn run(args: Args) -> Result<()> {
         bail!("--top-p must be in (0, 1]");
     }
     let model = crate::load::open_model(args.model.as_deref())?;
-    let tokenizer = Tokenizer::from_model(&model).context("reading the model's tokenizer")?;
+    let tokenizer = model.tokenizer().context("reading the model's tokenizer")?;
     let prompt = prompt_tokens(&args, &model, &tokenizer)?;
     let vocab = model.params.vocab;
     if let Some(bad) = prompt.iter().find(|&&t| u64::from(t) >= vocab) {
         bail!("token id {bad} is outside the vocabulary of {vocab}");
     }
-    let needed = prompt.len() as u64 + u64::from(args.max_tokens);
-    if needed > model.params.context_length {
-        bail!(
-            "{needed} positions (prompt {} + max tokens {}) exceed the model's context of {}",
-            prompt.len(),
-            args.max_tokens,
-            model.params.context_length
-        );
+    let ctx = model.params.context_length;
+    let room = ctx.saturating_sub(prompt.len() as u64);
+    let max_tokens = args.max_tokens.unwrap_or_else(|| u32::try_from(room.min(128)).unwrap_or(128));
+    let needed = prompt.len() as u64 + u64::from(max_tokens);
+    if needed > ctx {
+        bail!("{needed} positions (prompt {} + max tokens {max_tokens}) exceed the model's context of {ctx}", prompt.len());
     }
     let graph = model.lower(Some(needed.max(1)))?;
     let interp = Interpreter::new(&graph, &model)?;
     let mut decoder = CpuDecoder::new(interp, graph.meta.max_ctx);
     let opts = GenerateOptions {
-        max_tokens: args.max_tokens,
+        max_tokens,
         stop: tokenizer.eos_ids(),
         sampler: SamplerConfig { temperature: args.temperature, top_k: args.top_k, top_p: args.top_p, seed: args.seed },
     };
     let mut rows: Vec<f32> = Vec::new();
     let dump = args.dump_logits.is_some();
-    let mut text = StreamDecoder::new(&tokenizer);
+    let mut text = StreamDecoder::new(&tokenizer).skip_special(true);
     let mut stdout = std::io::stdout().lock();
     let start = Instant::now();
     let mut write_err = None;
@@ -108,9 +107,10 @@ pub fn run(args: Args) -> Result<()> {
         &prompt,
         &opts,
         &mut |t| {
-            let piece = text.push(t);
-            if let Err(e) = stdout.write_all(piece.as_bytes()).and_then(|()| stdout.flush()) {
-                write_err.get_or_insert(e);
+            if let Some(piece) = text.push(t) {
+                if let Err(e) = stdout.write_all(piece.as_bytes()).and_then(|()| stdout.flush()) {
+                    write_err.get_or_insert(e);
+                }
             }
         },
         &mut |l| {
@@ -119,7 +119,7 @@ pub fn run(args: Args) -> Result<()> {
             }
         },
     )?;
-    let tail = text.finish();
+    let tail = text.finish().unwrap_or_default();
     writeln!(stdout, "{tail}")?;
     if let Some(e) = write_err {
         return Err(e).context("writing to stdout");
@@ -152,7 +152,7 @@ fn prompt_tokens(args: &Args, model: &Model, tok: &Tokenizer) -> Result<Vec<u32>
     let text = args.prompt.as_deref().unwrap_or_default();
     let rendered = if args.chat {
         let template =
-            ChatTemplate::from_model(model)?.context("the model has no chat template; run without --chat")?;
+            model.chat_template()?.context("the model has no chat template; run without --chat")?;
         let mut messages = Vec::new();
         if let Some(sys) = &args.system {
             messages.push(Message { role: "system".into(), content: sys.clone() });

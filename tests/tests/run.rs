@@ -1,0 +1,110 @@
+//! `apr-ir run`: the built-in default model answers its test set through --chat; logits
+//! dumped by --dump-logits equal the float64 references; sampling repeats with its seed;
+//! the GPU backend is refused clearly until it exists.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout, clippy::print_stderr)]
+
+use apr_ir_tests::{apr_ir, fixture, par_map, workspace_root, TempDir};
+
+#[test]
+fn default_model_answers_its_test_set() {
+    let path = workspace_root().join("assets/default.testset.json");
+    let cases: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert!(cases.len() >= 50, "the test set is too small");
+    let results = par_map(&cases, |c| {
+        let prompt = c["prompt"].as_str().unwrap();
+        let out = apr_ir(["run", "--chat", "--prompt", prompt]).ok().trim().to_string();
+        (prompt.to_string(), c["answer"].as_str().unwrap().to_string(), out)
+    });
+    let wrong: Vec<_> = results.iter().filter(|(_, want, got)| want != got).collect();
+    assert!(wrong.is_empty(), "{} of {} wrong: {wrong:?}", wrong.len(), results.len());
+    assert!(results.iter().any(|(p, a, _)| p == "What is 2+2?" && a == "4"));
+}
+
+fn read_npy_f32(path: &std::path::Path) -> (Vec<usize>, Vec<f32>) {
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00");
+    let hlen = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    let header = std::str::from_utf8(&bytes[10..10 + hlen]).unwrap();
+    assert!(header.contains("'descr': '<f4'"), "{header}");
+    assert_eq!((10 + hlen) % 64, 0, "header not padded to 64 bytes");
+    let dims = header.split("'shape': (").nth(1).unwrap().split(')').next().unwrap();
+    let shape = dims.split(',').filter(|s| !s.trim().is_empty()).map(|s| s.trim().parse().unwrap()).collect();
+    let data = bytes[10 + hlen..].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    (shape, data)
+}
+
+fn read_npy_f64(path: &std::path::Path) -> Vec<f64> {
+    let bytes = std::fs::read(path).unwrap();
+    let hlen = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    bytes[10 + hlen..].chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect()
+}
+
+#[test]
+fn dumped_logits_match_the_float64_reference() {
+    let dir = TempDir::new("run-logits");
+    for (arch, ty) in [("qwen2", "q4_k"), ("llama", "f16")] {
+        let tokens: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(fixture(&format!("models/{arch}.tokens.json"))).unwrap()).unwrap();
+        let ids: Vec<String> = tokens["ids"].as_array().unwrap().iter().map(|v| v.to_string()).collect();
+        let out = dir.join(&format!("{arch}.npy"));
+        let model = fixture(&format!("models/{arch}-{ty}.gguf"));
+        apr_ir([
+            "run".as_ref(),
+            model.as_os_str(),
+            "--tokens".as_ref(),
+            ids.join(",").as_ref(),
+            "--max-tokens".as_ref(),
+            "0".as_ref(),
+            "--dump-logits".as_ref(),
+            out.as_os_str(),
+        ])
+        .ok();
+        let (shape, got) = read_npy_f32(&out);
+        let want = read_npy_f64(&fixture(&format!("models/{arch}-{ty}.logits.npy")));
+        assert_eq!(shape, vec![ids.len(), want.len() / ids.len()], "{arch}: one row per prompt position");
+        for (pos, (g, w)) in got.chunks(shape[1]).zip(want.chunks(shape[1])).enumerate() {
+            let err: f64 = g.iter().zip(w).map(|(&a, &b)| (f64::from(a) - b).powi(2)).sum::<f64>().sqrt();
+            let norm: f64 = w.iter().map(|b| b * b).sum::<f64>().sqrt();
+            assert!(err / norm < 1e-4, "{arch}-{ty} position {pos}: relative L2 {}", err / norm);
+        }
+    }
+}
+
+#[test]
+fn generation_rows_and_sampling_repeat() {
+    let dir = TempDir::new("run-sample");
+    let model = fixture("models/qwen2-q8_0.gguf");
+    let m = model.to_str().unwrap();
+    let run = |seed: &str, out: &str| {
+        let path = dir.join(out);
+        let args = ["run", m, "--prompt", "In 2024 the", "--max-tokens", "6", "--temperature", "0.9", "--top-k", "40"];
+        let stdout = apr_ir(args.iter().copied().chain(["--top-p", "0.95", "--seed", seed, "--dump-logits", path.to_str().unwrap()]))
+            .ok()
+            .to_string();
+        (stdout, read_npy_f32(&path).0)
+    };
+    let (a, shape) = run("1", "a.npy");
+    let (b, _) = run("1", "b.npy");
+    assert_eq!(a, b, "the same seed must give the same text");
+    // Prompt positions plus every generated token but the last (nothing reads its logits).
+    let prompt_len = shape[0] - 5;
+    assert!(prompt_len >= 1 && shape[1] == 512, "{shape:?}");
+    let different = (2..8).map(|s| run(&s.to_string(), "c.npy").0).any(|c| c != a);
+    assert!(different, "sampling ignores the seed");
+}
+
+#[test]
+fn gpu_backend_is_refused_until_it_exists_and_bad_arguments_are_one_line() {
+    let e = apr_ir(["run", "--prompt", "hi", "--backend", "gpu"]).one_line_error().to_string();
+    assert!(e.contains("wgpu backend"), "{e}");
+    let e = apr_ir(["run", "--tokens", "1,99999"]).one_line_error().to_string();
+    assert!(e.contains("outside the vocabulary"), "{e}");
+    let e = apr_ir(["run", "--prompt", "hi", "--max-tokens", "100000"]).one_line_error().to_string();
+    assert!(e.contains("exceed the model's context"), "{e}");
+    let e = apr_ir(["run", "--prompt", "hi", "--top-p", "0"]).one_line_error().to_string();
+    assert!(e.contains("top-p"), "{e}");
+    apr_ir(["run", "--prompt", "hi"]).ok();
+    let e = apr_ir(["run", "tests/fixtures/models/qwen2-f32.gguf", "--chat", "--tokens", "1"]).one_line_error().to_string();
+    assert!(!e.is_empty());
+}
