@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 /// The model-selection arguments shared by `compile` and `dot`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Source {
-    /// A GGUF file, an HF model directory (config.json + safetensors), or an IR JSON.
+    /// A GGUF file, an HF model directory (config.json + safetensors), or an IR JSON; the
+    /// built-in default model if omitted.
     pub model: Option<PathBuf>,
     /// Compile from shapes alone: architecture (qwen2, llama).
     #[arg(long, requires = "preset")]
@@ -53,7 +54,12 @@ impl Source {
                 let graph = lower(&spec.params(), &spec.table(), &opts)?;
                 Ok(Loaded { graph, origin: format!("shapes of {}", spec.model_name()) })
             }
-            _ => bail!("no MODEL given: pass a GGUF file, an HF directory or an IR JSON (or --arch and --preset)"),
+            (None, None, _) => {
+                let model = crate::default_model::open()?;
+                let graph = model.lower(self.ctx)?;
+                Ok(Loaded { graph, origin: crate::default_model::NAME.to_string() })
+            }
+            (None, Some(_), None) => bail!("--arch needs --preset"),
         }
     }
 }
