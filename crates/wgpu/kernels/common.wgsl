@@ -1,0 +1,43 @@
+// Prepended to every kernel. Binding 0 is the per-step uniform; binding 1 holds the
+// dispatch's static parameters (shapes, strides, op codes) as u32 words.
+
+struct Step {
+    pos: u32,
+    ctx: u32,
+    token: u32,
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> step: Step;
+@group(0) @binding(1) var<storage, read> prm: array<u32>;
+
+// A dimension parameter: the sentinel 0xffffffff stands for the symbolic cache length.
+fn dim(i: u32) -> u32 {
+    let d = prm[i];
+    return select(d, step.ctx, d == 0xffffffffu);
+}
+
+// The invocation's linear index in a dispatch laid out as (x, y) workgroups of 64 threads
+// (y is used when x alone cannot reach the element count).
+fn linear_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return gid.x + gid.y * nwg.x * 64u;
+}
+
+// The product of the four (padded) dims starting at parameter word `base`.
+fn count4(base: u32) -> u32 {
+    return dim(base) * dim(base + 1u) * dim(base + 2u) * dim(base + 3u);
+}
+
+// The four dims at `base` seen as [outer, len, inner] around `axis`.
+fn around_axis(base: u32, axis: u32) -> vec3<u32> {
+    var outer = 1u;
+    var inner = 1u;
+    for (var d = 0u; d < 4u; d++) {
+        if (d < axis) {
+            outer *= dim(base + d);
+        } else if (d > axis) {
+            inner *= dim(base + d);
+        }
+    }
+    return vec3<u32>(outer, dim(base + axis), inner);
+}

@@ -1,0 +1,279 @@
+//! Per-node kernel plans: which kernel computes a node, from which buffers, with which
+//! parameter words and how many threads. The -O0 schedule is one plan per compute node (one
+//! per weight piece where a weight is split across bindings).
+
+use crate::kernels::Family;
+use crate::GpuError;
+use apr_ir::{DType, Dim, Graph, Node, NodeId, Op, RopeMode};
+
+/// A buffer a dispatch binds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Buf {
+    /// The value buffer of a node (views resolve to their source).
+    Node(NodeId),
+    /// Piece `k` of a weight split across bindings.
+    Piece(NodeId, usize),
+    /// A constant table the planner computed (rope coefficients), by index.
+    Table(usize),
+}
+
+/// How many threads (or workgroups) a dispatch needs; evaluated per token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Grid {
+    /// One thread per element of a shape (64 per workgroup).
+    Threads(Vec<Dim>),
+    /// One workgroup per item.
+    Workgroups(u64),
+}
+
+/// One dispatch of the schedule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub node: NodeId,
+    pub family: Family,
+    pub dtype: Option<DType>,
+    /// Operands then output, in binding order from binding 2.
+    pub bindings: Vec<Buf>,
+    pub params: Vec<u32>,
+    pub grid: Grid,
+}
+
+/// Row ranges of a weight's pieces, given by the caller's buffer layout.
+pub trait Pieces {
+    /// `(row0, rows)` of each piece of weight `id`.
+    fn pieces(&self, id: NodeId) -> Vec<(u64, u64)>;
+}
+
+/// A dim as a parameter word (`ctx` is the sentinel `u32::MAX`).
+pub fn dim_word(d: Dim) -> Result<u32, GpuError> {
+    match d {
+        Dim::Sym(_) => Ok(u32::MAX),
+        Dim::Const(n) => u32::try_from(n).ok().filter(|&w| w != u32::MAX).ok_or(GpuError::TooLarge(n)),
+    }
+}
+
+/// Four dims, right-aligned and padded with 1s on the left.
+fn dims4(shape: &[Dim]) -> Result<Vec<u32>, GpuError> {
+    let mut out = vec![1u32; 4usize.saturating_sub(shape.len())];
+    for d in shape {
+        out.push(dim_word(*d)?);
+    }
+    Ok(out)
+}
+
+fn word(n: u64) -> Result<u32, GpuError> {
+    dim_word(Dim::Const(n))
+}
+
+/// The node whose buffer holds `id`'s value (through reshapes).
+pub fn storage_of(g: &Graph, mut id: NodeId) -> NodeId {
+    while let Some(n) = g.node(id) {
+        match (&n.op, n.inputs.first()) {
+            (Op::Reshape { .. }, Some(&src)) => id = src,
+            (Op::CacheWrite { .. }, Some(&state)) => id = state,
+            _ => break,
+        }
+    }
+    id
+}
+
+/// Plans for one compute node. `tables` receives constant tables the plans refer to.
+pub fn plan_node(
+    g: &Graph,
+    n: &Node,
+    pieces: &dyn Pieces,
+    weight_f32: &dyn Fn(NodeId) -> Option<Vec<f32>>,
+    tables: &mut Vec<Vec<f32>>,
+) -> Result<Vec<Plan>, GpuError> {
+    let unsupported = |why: &str| GpuError::Unsupported { node: n.id, name: n.name.clone(), op: n.op.name(), why: why.into() };
+    let operand = |k: usize| -> Result<&Node, GpuError> {
+        n.inputs.get(k).and_then(|i| g.node(*i)).ok_or_else(|| unsupported("missing operand"))
+    };
+    let buf = |k: usize| -> Result<Buf, GpuError> { Ok(Buf::Node(storage_of(g, operand(k)?.id))) };
+    let out = Buf::Node(storage_of(g, n.id));
+    let threads = Grid::Threads(n.ty.shape.clone());
+    let one = |family: Family, bindings: Vec<Buf>, params: Vec<u32>, grid: Grid| {
+        Ok(vec![Plan { node: n.id, family, dtype: None, bindings, params, grid }])
+    };
+    let unary = |code: u32| -> Result<Vec<Plan>, GpuError> {
+        let mut p = vec![code];
+        p.extend(dims4(&n.ty.shape)?);
+        one(Family::Unary, vec![buf(0)?, out], p, threads.clone())
+    };
+    let binary = |code: u32| -> Result<Vec<Plan>, GpuError> {
+        let mut p = vec![code];
+        p.extend(dims4(&n.ty.shape)?);
+        p.extend(dims4(&operand(0)?.ty.shape)?);
+        p.extend(dims4(&operand(1)?.ty.shape)?);
+        one(Family::Binary, vec![buf(0)?, buf(1)?, out], p, threads.clone())
+    };
+    let reduce = |code: u32, axis: u32| -> Result<Vec<Plan>, GpuError> {
+        let a = operand(0)?;
+        let pad = 4 - a.ty.shape.len() as u32;
+        let mut p = vec![code, axis + pad];
+        p.extend(dims4(&a.ty.shape)?);
+        one(Family::Reduce, vec![buf(0)?, out], p, threads.clone())
+    };
+    match &n.op {
+        Op::Input { .. } | Op::Weight { .. } | Op::Const { .. } | Op::State | Op::Reshape { .. } => Ok(vec![]),
+        Op::Neg => unary(0),
+        Op::Exp => unary(1),
+        Op::Sigmoid => unary(2),
+        Op::Sqrt => unary(3),
+        Op::Rsqrt => unary(4),
+        Op::Cos => unary(5),
+        Op::Sin => unary(6),
+        Op::Add => binary(0),
+        Op::Sub => binary(1),
+        Op::Mul => binary(2),
+        Op::Div => binary(3),
+        Op::ReduceSum { axis } => reduce(0, *axis),
+        Op::ReduceMean { axis } => reduce(1, *axis),
+        Op::ReduceMax { axis } => reduce(2, *axis),
+        Op::ArgMax { axis } => reduce(3, *axis),
+        Op::Cast { to: _ } => {
+            let src = operand(0)?;
+            match src.op {
+                Op::Weight { .. } => {}
+                _ => return Err(unsupported("cast of a computed value (only weights are cast)")),
+            }
+            let count: u64 = src.ty.shape.iter().filter_map(|d| d.as_const()).product();
+            let plans = pieces_plans(n, src, pieces, |k, _row0, _rows| {
+                Ok((Family::Cast, vec![Buf::Piece(src.id, k), out], vec![word(count)?], Grid::Threads(src.ty.shape.clone())))
+            })?;
+            if plans.len() != 1 {
+                return Err(unsupported("cast of a weight split across bindings"));
+            }
+            Ok(plans)
+        }
+        Op::MatMul { transpose_rhs } => {
+            let (a, b) = (operand(0)?, operand(1)?);
+            let rank = a.ty.shape.len();
+            let (m_dim, k_dim) = (a.ty.shape[rank - 2], a.ty.shape[rank - 1]);
+            let batch = a.ty.shape[..rank - 2].iter().try_fold(1u64, |acc, d| d.as_const().map(|c| acc * c));
+            let batch = batch.ok_or_else(|| unsupported("symbolic batch dims"))?;
+            if matches!(b.op, Op::Weight { .. }) && *transpose_rhs && b.ty.shape.len() == 2 {
+                // y = x · Wᵀ with packed W: one workgroup per weight row, per piece.
+                let m = batch * m_dim.as_const().ok_or_else(|| unsupported("symbolic rows"))?;
+                let k = k_dim.as_const().ok_or_else(|| unsupported("symbolic K"))?;
+                let n_total = b.ty.shape[0].as_const().unwrap_or(0);
+                return pieces_plans(n, b, pieces, |p, row0, rows| {
+                    Ok((
+                        Family::Matvec,
+                        vec![buf(0)?, Buf::Piece(b.id, p), out],
+                        vec![word(m)?, word(k)?, word(n_total)?, word(row0)?, word(rows)?],
+                        Grid::Workgroups(rows),
+                    ))
+                });
+            }
+            if b.ty.dtype != DType::F32 {
+                return Err(unsupported("a non-f32 right operand that is not a 2-D weight"));
+            }
+            let bs = &b.ty.shape;
+            let n_dim = if *transpose_rhs { bs[bs.len() - 2] } else { bs[bs.len() - 1] };
+            let p = vec![
+                word(batch)?,
+                dim_word(m_dim)?,
+                dim_word(k_dim)?,
+                dim_word(n_dim)?,
+                u32::from(*transpose_rhs),
+                u32::from(bs.len() > 2),
+            ];
+            one(Family::MatmulF32, vec![buf(0)?, buf(1)?, out], p, threads)
+        }
+        Op::Slice { axis, start, len } => {
+            let a = operand(0)?;
+            let pad = 4 - a.ty.shape.len() as u32;
+            let mut p = vec![axis + pad, word(*start)?, dim_word(*len)?];
+            p.extend(dims4(&a.ty.shape)?);
+            one(Family::Slice, vec![buf(0)?, out], p, threads)
+        }
+        Op::Gather => {
+            let (table, ids) = (operand(0)?, operand(1)?);
+            if !matches!(table.op, Op::Weight { .. }) {
+                return Err(unsupported("gather from a computed table"));
+            }
+            let n_ids = ids.ty.shape[0].as_const().ok_or_else(|| unsupported("symbolic id count"))?;
+            let cols = table.ty.shape[1].as_const().unwrap_or(0);
+            pieces_plans(n, table, pieces, |p, row0, rows| {
+                Ok((
+                    Family::Gather,
+                    vec![buf(1)?, Buf::Piece(table.id, p), out],
+                    vec![word(n_ids)?, word(cols)?, word(row0)?, word(rows)?],
+                    Grid::Threads(n.ty.shape.clone()),
+                ))
+            })
+        }
+        Op::RopeRotate { mode, n_rot } => {
+            let hd = n.ty.shape.last().and_then(|d| d.as_const()).ok_or_else(|| unsupported("symbolic head dim"))?;
+            let mut p = dims4(&n.ty.shape)?;
+            p.extend([word(hd)?, *n_rot, mode_word(*mode)]);
+            one(Family::RopeRotate, vec![buf(0)?, out], p, threads)
+        }
+        Op::RopeAngles { mode, n_rot, head_dim, theta_base, freq_scale } => {
+            let factors = match n.inputs.get(1) {
+                Some(&f) => {
+                    let src = g.node(f).map(|f| if f.op.is_leaf() { f.id } else { f.inputs.first().copied().unwrap_or(f.id) });
+                    Some(src.and_then(weight_f32).ok_or_else(|| unsupported("frequency factors that are not a weight"))?)
+                }
+                None => None,
+            };
+            let mut coef = vec![0.0f32; *head_dim as usize];
+            let half = (*n_rot / 2) as usize;
+            for i in 0..half {
+                let inv = theta_base.powf(-2.0 * i as f64 / f64::from(*n_rot));
+                let f = factors.as_ref().and_then(|f| f.get(i)).map_or(1.0, |&x| f64::from(x));
+                let c = (freq_scale * inv / f) as f32;
+                let (a, b) = match mode {
+                    RopeMode::Neox => (i, i + half),
+                    RopeMode::Interleaved => (2 * i, 2 * i + 1),
+                };
+                coef[a] = c;
+                coef[b] = c;
+            }
+            tables.push(coef);
+            one(Family::RopeAngles, vec![buf(0)?, Buf::Table(tables.len() - 1), out], vec![*head_dim], threads)
+        }
+        Op::CacheWrite { axis } => {
+            let cache = operand(0)?;
+            let dims: Vec<u64> = cache.ty.shape.iter().filter_map(|d| d.as_const()).collect();
+            let ax = *axis as usize;
+            let outer: u64 = dims[..ax].iter().product();
+            let inner: u64 = dims[ax + 1..].iter().product();
+            let value_shape = operand(1)?.ty.shape.clone();
+            one(
+                Family::CacheWrite,
+                vec![buf(1)?, buf(2)?, out],
+                vec![word(outer)?, word(dims[ax])?, word(inner)?],
+                Grid::Threads(value_shape),
+            )
+        }
+    }
+}
+
+type PieceSpec = (Family, Vec<Buf>, Vec<u32>, Grid);
+
+/// One plan per piece of weight `w`, each specialized for the weight's dtype.
+fn pieces_plans(
+    n: &Node,
+    w: &Node,
+    pieces: &dyn Pieces,
+    mut f: impl FnMut(usize, u64, u64) -> Result<PieceSpec, GpuError>,
+) -> Result<Vec<Plan>, GpuError> {
+    pieces
+        .pieces(w.id)
+        .into_iter()
+        .enumerate()
+        .map(|(k, (row0, rows))| {
+            let (family, bindings, params, grid) = f(k, row0, rows)?;
+            Ok(Plan { node: n.id, family, dtype: Some(w.ty.dtype), bindings, params, grid })
+        })
+        .collect()
+}
+
+fn mode_word(m: RopeMode) -> u32 {
+    match m {
+        RopeMode::Neox => 0,
+        RopeMode::Interleaved => 1,
+    }
+}

@@ -1,0 +1,356 @@
+//! The manual-graph schedule: buffers, pipelines, bind groups and the dispatch list are built
+//! once; per token only the 16-byte step uniform is written, every dispatch is encoded into
+//! one compute pass, and the command buffer is submitted once.
+
+use crate::device::Gpu;
+use crate::kernels::{source, Family};
+use crate::plan::{plan_node, storage_of, Buf, Grid, Pieces, Plan};
+use crate::GpuError;
+use apr_ir::{DType, Graph, InputKind, NodeId, Op};
+use std::collections::HashMap;
+
+/// Where weight bytes come from.
+pub trait WeightBytes {
+    fn bytes(&self, tensor: &str) -> Result<&[u8], String>;
+}
+
+impl WeightBytes for apr_ir_model::Model {
+    fn bytes(&self, tensor: &str) -> Result<&[u8], String> {
+        self.tensor_bytes(tensor).map_err(|e| e.to_string())
+    }
+}
+
+/// Counts of GPU objects, to check that decoding creates none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ObjectCounts {
+    pub buffers: u64,
+    pub pipelines: u64,
+    pub bind_groups: u64,
+}
+
+struct Dispatch {
+    pipeline: usize,
+    bind_group: wgpu::BindGroup,
+    grid: Grid,
+}
+
+/// A graph compiled for one device and one set of weights.
+pub struct Schedule {
+    gpu: Gpu,
+    graph: Graph,
+    step: wgpu::Buffer,
+    values: HashMap<NodeId, wgpu::Buffer>,
+    pipelines: Vec<wgpu::ComputePipeline>,
+    dispatches: Vec<Dispatch>,
+    /// (input node buffer, byte offset of its word in the step uniform)
+    inputs: Vec<(NodeId, u64)>,
+    logits: Option<(NodeId, u64, wgpu::Buffer)>,
+    counts: ObjectCounts,
+    /// Bytes of every buffer allocated.
+    pub gpu_bytes: u64,
+}
+
+struct PieceRows(HashMap<NodeId, Vec<(u64, u64)>>);
+
+impl Pieces for PieceRows {
+    fn pieces(&self, id: NodeId) -> Vec<(u64, u64)> {
+        self.0.get(&id).cloned().unwrap_or_default()
+    }
+}
+
+const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_DST).union(wgpu::BufferUsages::COPY_SRC);
+
+impl Schedule {
+    /// Upload the weights, allocate every buffer, compile every kernel and record the
+    /// dispatch list.
+    pub fn build(gpu: Gpu, graph: &Graph, weights: &dyn WeightBytes) -> Result<Schedule, GpuError> {
+        graph.verify()?;
+        let max_ctx = graph.meta.max_ctx;
+        let mut counts = ObjectCounts::default();
+        let mut gpu_bytes = 0u64;
+        let mut alloc = |label: &str, size: u64, usage: wgpu::BufferUsages| -> Result<wgpu::Buffer, GpuError> {
+            let size = size.max(4).next_multiple_of(4);
+            if size > gpu.limits.max_buffer_size {
+                return Err(GpuError::TooLarge(size));
+            }
+            counts.buffers += 1;
+            gpu_bytes += size;
+            Ok(gpu.device.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size, usage, mapped_at_creation: false }))
+        };
+        let step = alloc("step", 16, wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC)?;
+        let mut values = HashMap::new();
+        let mut pieces = HashMap::new();
+        let mut rows_of = HashMap::new();
+        let mut inputs = Vec::new();
+        let mut weight_f32: HashMap<NodeId, Vec<f32>> = HashMap::new();
+        for n in &graph.nodes {
+            match &n.op {
+                Op::Weight { tensor } => {
+                    let bytes = weights.bytes(tensor).map_err(|why| GpuError::Weight { name: tensor.clone(), why })?;
+                    let want = n.ty.bytes(max_ctx).unwrap_or(u64::MAX);
+                    if bytes.len() as u64 != want {
+                        return Err(GpuError::Weight { name: tensor.clone(), why: format!("{} bytes, {} needs {want}", bytes.len(), n.ty) });
+                    }
+                    let rows = if n.ty.shape.len() >= 2 { n.ty.shape[0].as_const().unwrap_or(1) } else { 1 };
+                    let row_bytes = (want / rows.max(1)).max(1);
+                    let per_piece = (gpu.max_binding / row_bytes).max(1);
+                    if row_bytes > gpu.max_binding {
+                        return Err(GpuError::Weight { name: tensor.clone(), why: format!("one row of {row_bytes} bytes exceeds the binding limit") });
+                    }
+                    let mut list = Vec::new();
+                    let mut row0 = 0;
+                    while row0 < rows {
+                        let r = per_piece.min(rows - row0);
+                        let slice = &bytes[(row0 * row_bytes) as usize..((row0 + r) * row_bytes) as usize];
+                        let buf = alloc(tensor, slice.len() as u64, STORAGE)?;
+                        write_padded(&gpu.queue, &buf, slice);
+                        list.push((row0, r, buf));
+                        row0 += r;
+                    }
+                    if n.ty.dtype == DType::F32 && n.ty.shape.len() == 1 {
+                        weight_f32.insert(n.id, bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect());
+                    }
+                    rows_of.insert(n.id, list.iter().map(|(a, b, _)| (*a, *b)).collect::<Vec<_>>());
+                    if list.len() == 1 {
+                        if let Some((_, _, b)) = list.first() {
+                            values.insert(n.id, b.clone());
+                        }
+                    }
+                    pieces.insert(n.id, list);
+                }
+                Op::Const { value } => {
+                    let b = alloc(&n.name, 4, STORAGE)?;
+                    gpu.queue.write_buffer(&b, 0, &(*value as f32).to_le_bytes());
+                    values.insert(n.id, b);
+                }
+                Op::Input { kind } => {
+                    values.insert(n.id, alloc(&n.name, 4, STORAGE)?);
+                    inputs.push((n.id, match kind {
+                        InputKind::Position => 0,
+                        InputKind::Token => 8,
+                    }));
+                }
+                Op::State => {
+                    let size = n.ty.bytes(max_ctx).ok_or(GpuError::TooLarge(u64::MAX))?;
+                    values.insert(n.id, alloc(&n.name, size, STORAGE)?);
+                }
+                _ if storage_of(graph, n.id) != n.id => {}
+                _ => {
+                    let size = n.ty.bytes(max_ctx).ok_or(GpuError::TooLarge(u64::MAX))?;
+                    if size > gpu.max_binding {
+                        return Err(GpuError::TooLarge(size));
+                    }
+                    values.insert(n.id, alloc(&n.name, size, STORAGE)?);
+                }
+            }
+        }
+        // Plans, pipelines, bind groups.
+        let rows = PieceRows(rows_of);
+        let mut tables = Vec::new();
+        let mut plans: Vec<Plan> = Vec::new();
+        for n in graph.nodes.iter().filter(|n| n.op.is_compute()) {
+            plans.extend(plan_node(graph, n, &rows, &|id| weight_f32.get(&id).cloned(), &mut tables)?);
+        }
+        let mut table_bufs = Vec::new();
+        for t in &tables {
+            let b = alloc("table", (t.len() * 4) as u64, STORAGE)?;
+            let bytes: Vec<u8> = t.iter().flat_map(|x| x.to_le_bytes()).collect();
+            write_padded(&gpu.queue, &b, &bytes);
+            table_bufs.push(b);
+        }
+        let mut pipeline_ix: HashMap<(Family, Option<DType>), usize> = HashMap::new();
+        let mut pipelines = Vec::new();
+        let mut layouts = Vec::new();
+        let mut dispatches = Vec::new();
+        for p in &plans {
+            let key = (p.family, p.dtype);
+            let pix = match pipeline_ix.get(&key) {
+                Some(&i) => i,
+                None => {
+                    let layout = bind_group_layout(&gpu.device, p.bindings.len());
+                    let pipeline_layout = gpu.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                        label: None,
+                        bind_group_layouts: &[Some(&layout)],
+                        immediate_size: 0,
+                    });
+                    let module = gpu.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                        label: Some(&format!("{key:?}")),
+                        source: wgpu::ShaderSource::Wgsl(source(p.family, p.dtype).into()),
+                    });
+                    let pipe = gpu.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                        label: Some(&format!("{key:?}")),
+                        layout: Some(&pipeline_layout),
+                        module: &module,
+                        entry_point: Some("main"),
+                        compilation_options: Default::default(),
+                        cache: None,
+                    });
+                    counts.pipelines += 1;
+                    pipelines.push(pipe);
+                    layouts.push(layout);
+                    pipeline_ix.insert(key, pipelines.len() - 1);
+                    pipelines.len() - 1
+                }
+            };
+            let params: Vec<u8> = p.params.iter().flat_map(|w| w.to_le_bytes()).collect();
+            let pbuf = alloc("params", params.len() as u64, STORAGE)?;
+            write_padded(&gpu.queue, &pbuf, &params);
+            let mut entries = vec![
+                wgpu::BindGroupEntry { binding: 0, resource: step.as_entire_binding() },
+                wgpu::BindGroupEntry { binding: 1, resource: pbuf.as_entire_binding() },
+            ];
+            for (k, b) in p.bindings.iter().enumerate() {
+                let buffer = match b {
+                    Buf::Node(id) => values.get(id),
+                    Buf::Piece(id, i) => pieces.get(id).and_then(|l| l.get(*i)).map(|(_, _, b)| b),
+                    Buf::Table(i) => table_bufs.get(*i),
+                }
+                .ok_or_else(|| GpuError::Internal(format!("no buffer for {b:?} of {}", p.node)))?;
+                entries.push(wgpu::BindGroupEntry { binding: 2 + k as u32, resource: buffer.as_entire_binding() });
+            }
+            let bind_group =
+                gpu.device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &layouts[pix], entries: &entries });
+            counts.bind_groups += 1;
+            dispatches.push(Dispatch { pipeline: pix, bind_group, grid: p.grid.clone() });
+        }
+        let logits = match graph.output("logits") {
+            Some(id) => {
+                let src = storage_of(graph, id);
+                let size = graph.node(id).and_then(|n| n.ty.bytes(max_ctx)).unwrap_or(4).next_multiple_of(4);
+                let staging = alloc("logits readback", size, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST)?;
+                Some((src, size, staging))
+            }
+            None => None,
+        };
+        // Make sure uploads and compilation errors surface now, not on the first token.
+        gpu.queue.submit([]);
+        gpu.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| GpuError::Device(e.to_string()))?;
+        gpu.check()?;
+        Ok(Schedule { gpu, graph: graph.clone(), step, values, pipelines, dispatches, inputs, logits, counts, gpu_bytes })
+    }
+
+    /// Dispatches per token.
+    pub fn dispatch_count(&self) -> usize {
+        self.dispatches.len()
+    }
+
+    /// GPU objects created so far.
+    pub fn object_counts(&self) -> ObjectCounts {
+        self.counts
+    }
+
+    /// The device this schedule runs on.
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+
+    /// Decode `token` at `pos` and return the logits.
+    pub fn step(&mut self, token: u32, pos: u32) -> Result<Vec<f32>, GpuError> {
+        let max_ctx = self.graph.meta.max_ctx;
+        if u64::from(pos) >= max_ctx {
+            return Err(GpuError::Position { pos, max_ctx });
+        }
+        let ctx = u64::from(pos) + 1;
+        let words = [pos, pos + 1, token, 0];
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        self.gpu.queue.write_buffer(&self.step, 0, &bytes);
+        let mut enc = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("token") });
+        for (id, offset) in &self.inputs {
+            if let Some(b) = self.values.get(id) {
+                enc.copy_buffer_to_buffer(&self.step, *offset, b, 0, 4);
+            }
+        }
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("decode"), timestamp_writes: None });
+            for d in &self.dispatches {
+                let (x, y) = workgroups(&d.grid, ctx);
+                if x == 0 {
+                    continue;
+                }
+                pass.set_pipeline(&self.pipelines[d.pipeline]);
+                pass.set_bind_group(0, &d.bind_group, &[]);
+                pass.dispatch_workgroups(x, y, 1);
+            }
+        }
+        let Some((src, size, staging)) = &self.logits else {
+            self.gpu.queue.submit([enc.finish()]);
+            return Ok(Vec::new());
+        };
+        let src = self.values.get(src).ok_or_else(|| GpuError::Internal("logits buffer".into()))?;
+        enc.copy_buffer_to_buffer(src, 0, staging, 0, *size);
+        self.gpu.queue.submit([enc.finish()]);
+        let logits = read_back(&self.gpu, staging)?;
+        self.gpu.check()?;
+        Ok(logits)
+    }
+}
+
+/// Binding 0: the step uniform; 1: parameters; then `n` storage buffers, the last written.
+fn bind_group_layout(device: &wgpu::Device, n: usize) -> wgpu::BindGroupLayout {
+    let storage = |binding: u32, read_only: bool| wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Storage { read_only },
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        },
+        count: None,
+    };
+    let mut entries = vec![
+        wgpu::BindGroupLayoutEntry {
+            binding: 0,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer { ty: wgpu::BufferBindingType::Uniform, has_dynamic_offset: false, min_binding_size: None },
+            count: None,
+        },
+        storage(1, true),
+    ];
+    for k in 0..n {
+        entries.push(storage(2 + k as u32, k + 1 < n));
+    }
+    device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: None, entries: &entries })
+}
+
+/// Workgroups `(x, y)` for a grid once `ctx` is bound (64 threads each; y only when x alone
+/// cannot reach the count).
+fn workgroups(grid: &Grid, ctx: u64) -> (u32, u32) {
+    let groups = match grid {
+        Grid::Threads(shape) => shape.iter().map(|d| d.eval(ctx)).product::<u64>().div_ceil(64),
+        Grid::Workgroups(n) => *n,
+    };
+    let x = groups.min(65_535);
+    let y = if x == 0 { 0 } else { groups.div_ceil(x) };
+    (x as u32, y as u32)
+}
+
+/// Write `bytes` to `buf`, padding to a multiple of 4.
+fn write_padded(queue: &wgpu::Queue, buf: &wgpu::Buffer, bytes: &[u8]) {
+    let whole = bytes.len() & !3;
+    // Large uploads go in pieces to keep the staging memory small.
+    for (i, chunk) in bytes[..whole].chunks(64 << 20).enumerate() {
+        queue.write_buffer(buf, (i * (64 << 20)) as u64, chunk);
+    }
+    if whole < bytes.len() {
+        let mut tail = [0u8; 4];
+        tail[..bytes.len() - whole].copy_from_slice(&bytes[whole..]);
+        queue.write_buffer(buf, whole as u64, &tail);
+    }
+}
+
+/// Map a staging buffer and copy it out as f32.
+fn read_back(gpu: &Gpu, staging: &wgpu::Buffer) -> Result<Vec<f32>, GpuError> {
+    let slice = staging.slice(..);
+    let (tx, rx) = std::sync::mpsc::channel();
+    slice.map_async(wgpu::MapMode::Read, move |r| {
+        let _ = tx.send(r);
+    });
+    gpu.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| GpuError::Device(e.to_string()))?;
+    rx.recv().map_err(|e| GpuError::Device(e.to_string()))?.map_err(|e| GpuError::Device(e.to_string()))?;
+    let out = {
+        let view = slice.get_mapped_range().map_err(|e| GpuError::Device(e.to_string()))?;
+        view.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+    };
+    staging.unmap();
+    Ok(out)
+}

@@ -1,0 +1,305 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout, clippy::print_stderr)]
+//! The kernels that read packed weights (`cast`, `gather`, `matvec` over `dequant.wgsl`), for
+//! every dtype: naga validates each assembled source, and on a real adapter (Mesa's lavapipe in
+//! CI) they are held to the CPU reference `apr_ir_model::quant`: cast and gather bit for bit,
+//! matvec within a relative L2 error of 1e-5 of an f64 dot product of the dequantized weights.
+//!
+//! Shapes and data are random per run; the seed is printed (`PACKED_KERNELS_SEED=N` replays it).
+//! Without an adapter the GPU tests print a skip note, or fail when `CI=true`.
+
+#[path = "packed/harness.rs"]
+mod harness;
+
+use apr_ir::DType;
+use apr_ir_model::quant;
+use apr_ir_wgpu::kernels::{dequantizer, source, Family};
+use harness::{grid, Dispatch, Gpu, Rng};
+
+/// Every dtype that holds reals (all but i32, which has no codec).
+const DTYPES: [DType; 11] = [
+    DType::F32,
+    DType::F16,
+    DType::BF16,
+    DType::Q4_0,
+    DType::Q4_1,
+    DType::Q5_0,
+    DType::Q5_1,
+    DType::Q8_0,
+    DType::Q4K,
+    DType::Q5K,
+    DType::Q6K,
+];
+
+/// Written into output buffers first, so an element the kernel failed to write shows (a NaN).
+const POISON: u32 = 0xffff_ffff;
+
+/// Workgroups per grid row: usually the hardware limit, now and then small to force 2-D grids.
+fn max_x(rng: &mut Rng) -> u32 {
+    if rng.range(0, 3) == 0 {
+        rng.range(1, 4) as u32
+    } else {
+        65535
+    }
+}
+
+fn seeded(test: &str) -> Rng {
+    let seed = harness::seed();
+    println!("{test}: seed {seed} (PACKED_KERNELS_SEED={seed} replays it)");
+    Rng::new(seed)
+}
+
+/// `n` test values: normal, scaled per 256 elements by a base that cycles through 1, 100, 0.01,
+/// 1e-6 (f16 subnormals, and k-quant super-block scales that are f16 subnormals) and 0 (an
+/// all-zero block), and per 32 elements by a factor from 0.001 to 3 (sub-blocks of different
+/// ranges);
+/// one in sixteen values is an exact zero.
+fn values(rng: &mut Rng, n: usize) -> Vec<f32> {
+    const BASES: [f64; 5] = [1.0, 100.0, 0.01, 1e-6, 0.0];
+    const FACTORS: [f64; 4] = [1.0, 0.1, 3.0, 0.001];
+    let first = rng.range(0, BASES.len() - 1);
+    (0..n)
+        .map(|i| {
+            let base = BASES[(first + i / 256) % BASES.len()];
+            let factor = FACTORS[(i / 32 * 7 + first) % FACTORS.len()];
+            if rng.range(0, 15) == 0 {
+                0.0
+            } else {
+                (rng.normal() * base * factor) as f32
+            }
+        })
+        .collect()
+}
+
+/// A row length for `dtype`: whole blocks, a few of them; any length for the plain types.
+fn cols_for(rng: &mut Rng, dtype: DType) -> usize {
+    match dtype.block_len() {
+        1 => rng.range(1, 300),
+        32 => 32 * rng.range(1, 12),
+        _ => 256 * rng.range(1, 3),
+    }
+}
+
+fn pack(dtype: DType, v: &[f32]) -> Vec<u8> {
+    let mut bytes = vec![0; dtype.bytes_for(v.len() as u64).unwrap() as usize];
+    quant::quantize(dtype, v, &mut bytes).unwrap();
+    bytes
+}
+
+fn unpack(dtype: DType, bytes: &[u8], n: usize) -> Vec<f32> {
+    let mut v = vec![0.0; n];
+    quant::dequantize(dtype, bytes, &mut v).unwrap();
+    v
+}
+
+fn row_bytes(dtype: DType, cols: usize) -> usize {
+    dtype.bytes_for(cols as u64).unwrap() as usize
+}
+
+fn poisoned(gpu: &Gpu, n: usize) -> wgpu::Buffer {
+    gpu.floats(&vec![f32::from_bits(POISON); n])
+}
+
+/// The first element whose bits differ, as a message.
+fn first_bit_mismatch(got: &[f32], want: &[f32]) -> Option<String> {
+    got.iter()
+        .zip(want)
+        .enumerate()
+        .find(|(_, (g, w))| g.to_bits() != w.to_bits())
+        .map(|(i, (g, w))| format!("element {i}: gpu {g:e} ({:#010x}), cpu {w:e} ({:#010x})", g.to_bits(), w.to_bits()))
+}
+
+/// Report every dtype's failures together, with the seed's line above them.
+fn finish(test: &str, failures: Vec<String>) {
+    assert!(failures.is_empty(), "{test}: {} failures:\n{}", failures.len(), failures.join("\n"));
+}
+
+#[test]
+fn every_packed_kernel_validates_for_every_dtype() {
+    let mut validator =
+        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::empty());
+    let families: Vec<Family> = Family::ALL.into_iter().filter(|f| f.packed()).collect();
+    assert_eq!(families, [Family::Matvec, Family::Gather, Family::Cast]);
+    let mut failures = Vec::new();
+    for family in families {
+        for dtype in DType::ALL {
+            let src = source(family, Some(dtype));
+            assert!(src.contains(dequantizer(dtype)), "{family:?} {dtype}: DQ not replaced");
+            let module = match naga::front::wgsl::parse_str(&src) {
+                Ok(m) => m,
+                Err(e) => {
+                    failures.push(format!("{family:?} {dtype}: parse: {}", e.emit_to_string(&src)));
+                    continue;
+                }
+            };
+            if let Err(e) = validator.validate(&module) {
+                failures.push(format!("{family:?} {dtype}: validate: {}", e.emit_to_string(&src)));
+            }
+        }
+    }
+    finish("validate", failures);
+}
+
+#[test]
+fn cast_equals_cpu_dequantize_bit_for_bit() {
+    let Some(gpu) = harness::gpu() else { return };
+    let mut rng = seeded("cast");
+    let mut failures = Vec::new();
+    for dtype in DTYPES {
+        let cols = cols_for(&mut rng, dtype);
+        let rows = rng.range(1, 9);
+        let n = rows * cols;
+        let bytes = pack(dtype, &values(&mut rng, n));
+        let want = unpack(dtype, &bytes, n);
+
+        let kernel = gpu.kernel(&format!("cast {dtype}"), &source(Family::Cast, Some(dtype)), 4);
+        let (step, prm, w) = (gpu.step(0), gpu.words(&[n as u32]), gpu.storage(&bytes));
+        // 64 spare elements: threads past the count must not write.
+        let out = poisoned(gpu, n + 64);
+        let grid = grid((n as u32).div_ceil(64), max_x(&mut rng));
+        gpu.run(&[Dispatch { kernel: &kernel, buffers: vec![&step, &prm, &w, &out], grid }]);
+        let got = gpu.read_f32(&out, n + 64);
+
+        let case = format!("{dtype} {rows}x{cols} grid {grid:?}");
+        if let Some(m) = first_bit_mismatch(&got[..n], &want) {
+            failures.push(format!("{case}: {m}"));
+        }
+        if got[n..].iter().any(|v| v.to_bits() != POISON) {
+            failures.push(format!("{case}: wrote past the element count"));
+        }
+    }
+    finish("cast", failures);
+}
+
+#[test]
+fn gather_equals_dequantized_rows_whole_and_split() {
+    let Some(gpu) = harness::gpu() else { return };
+    let mut rng = seeded("gather");
+    let mut failures = Vec::new();
+    for dtype in DTYPES {
+        let cols = cols_for(&mut rng, dtype);
+        let rows = rng.range(2, 12);
+        let bytes = pack(dtype, &values(&mut rng, rows * cols));
+        let table = unpack(dtype, &bytes, rows * cols);
+        // The first and the last row, then random ones (repeats allowed).
+        let mut ids = vec![0_i32, rows as i32 - 1];
+        for _ in 0..rng.range(1, 5) {
+            ids.push(rng.range(0, rows - 1) as i32);
+        }
+        let n = ids.len() * cols;
+        let want: Vec<f32> = ids.iter().flat_map(|&id| &table[id as usize * cols..][..cols]).copied().collect();
+
+        let kernel = gpu.kernel(&format!("gather {dtype}"), &source(Family::Gather, Some(dtype)), 5);
+        let step = gpu.step(0);
+        let ids_buf = gpu.storage(&ids.iter().flat_map(|i| i.to_le_bytes()).collect::<Vec<u8>>());
+        let grid = grid((n as u32).div_ceil(64), max_x(&mut rng));
+        let prm = |row0: usize, piece_rows: usize| {
+            gpu.words(&[ids.len() as u32, cols as u32, row0 as u32, piece_rows as u32])
+        };
+        let case = format!("{dtype} table {rows}x{cols} ids {ids:?} grid {grid:?}");
+
+        // The whole table in one buffer.
+        let (prm_all, w_all, out) = (prm(0, rows), gpu.storage(&bytes), poisoned(gpu, n));
+        gpu.run(&[Dispatch { kernel: &kernel, buffers: vec![&step, &prm_all, &ids_buf, &w_all, &out], grid }]);
+        if let Some(m) = first_bit_mismatch(&gpu.read_f32(&out, n), &want) {
+            failures.push(format!("{case} whole: {m}"));
+        }
+
+        // Split at row p: the second piece alone writes exactly the output rows whose id ≥ p,
+        // then the first piece fills in the rest.
+        let p = rng.range(1, rows - 1);
+        let split = p * row_bytes(dtype, cols);
+        let (prm_a, w_a) = (prm(0, p), gpu.storage(&bytes[..split]));
+        let (prm_b, w_b) = (prm(p, rows - p), gpu.storage(&bytes[split..]));
+        let out = poisoned(gpu, n);
+        gpu.run(&[Dispatch { kernel: &kernel, buffers: vec![&step, &prm_b, &ids_buf, &w_b, &out], grid }]);
+        let partial: Vec<f32> = ids
+            .iter()
+            .zip(want.chunks_exact(cols))
+            .flat_map(|(&id, row)| if id as usize >= p { row.to_vec() } else { vec![f32::from_bits(POISON); cols] })
+            .collect();
+        if let Some(m) = first_bit_mismatch(&gpu.read_f32(&out, n), &partial) {
+            failures.push(format!("{case} split at {p}, second piece only: {m}"));
+        }
+        gpu.run(&[Dispatch { kernel: &kernel, buffers: vec![&step, &prm_a, &ids_buf, &w_a, &out], grid }]);
+        if let Some(m) = first_bit_mismatch(&gpu.read_f32(&out, n), &want) {
+            failures.push(format!("{case} split at {p}: {m}"));
+        }
+    }
+    finish("gather", failures);
+}
+
+#[test]
+fn matvec_matches_f64_reference_whole_and_split() {
+    let Some(gpu) = harness::gpu() else { return };
+    let mut rng = seeded("matvec");
+    let mut failures = Vec::new();
+    for dtype in DTYPES {
+        let k = match dtype.block_len() {
+            1 => rng.range(1, 600),
+            32 => 32 * rng.range(1, 16),
+            _ => 256 * rng.range(1, 3),
+        };
+        let n = 2 * rng.range(8, 20) + 1;
+        let bytes = pack(dtype, &values(&mut rng, n * k));
+        let wf = unpack(dtype, &bytes, n * k);
+        let kernel = gpu.kernel(&format!("matvec {dtype}"), &source(Family::Matvec, Some(dtype)), 5);
+        let step = gpu.step(0);
+        let w_all = gpu.storage(&bytes);
+        let p = rng.range(1, n - 1);
+        let split = p * row_bytes(dtype, k);
+        let (w_a, w_b) = (gpu.storage(&bytes[..split]), gpu.storage(&bytes[split..]));
+
+        // M = 5 takes the rows of x in two groups of four.
+        for m in [1, 3, 5] {
+            let x: Vec<f32> = (0..m * k).map(|_| rng.normal() as f32).collect();
+            let want: Vec<f64> = (0..m * n)
+                .map(|t| {
+                    let (row, col) = (t / n, t % n);
+                    let xs = &x[row * k..][..k];
+                    let ws = &wf[col * k..][..k];
+                    xs.iter().zip(ws).map(|(&a, &b)| f64::from(a) * f64::from(b)).sum()
+                })
+                .collect();
+            let x_buf = gpu.floats(&x);
+            let prm = |row0: usize, rows: usize| gpu.words(&[m as u32, k as u32, n as u32, row0 as u32, rows as u32]);
+            let max_x = max_x(&mut rng);
+            let case = format!("{dtype} M={m} N={n} K={k} max_x {max_x}");
+
+            let (prm_all, out) = (prm(0, n), poisoned(gpu, m * n));
+            let g = grid(n as u32, max_x);
+            gpu.run(&[Dispatch { kernel: &kernel, buffers: vec![&step, &prm_all, &x_buf, &w_all, &out], grid: g }]);
+            if let Some(why) = compare(&gpu.read_f32(&out, m * n), &want) {
+                failures.push(format!("{case} whole: {why}"));
+            }
+
+            let (prm_a, prm_b, out) = (prm(0, p), prm(p, n - p), poisoned(gpu, m * n));
+            gpu.run(&[
+                Dispatch {
+                    kernel: &kernel,
+                    buffers: vec![&step, &prm_a, &x_buf, &w_a, &out],
+                    grid: grid(p as u32, max_x),
+                },
+                Dispatch {
+                    kernel: &kernel,
+                    buffers: vec![&step, &prm_b, &x_buf, &w_b, &out],
+                    grid: grid((n - p) as u32, max_x),
+                },
+            ]);
+            if let Some(why) = compare(&gpu.read_f32(&out, m * n), &want) {
+                failures.push(format!("{case} split at {p}: {why}"));
+            }
+        }
+    }
+    finish("matvec", failures);
+}
+
+/// Relative L2 error of `got` against `want`, with every value finite (no poison left).
+fn compare(got: &[f32], want: &[f64]) -> Option<String> {
+    if let Some(i) = got.iter().position(|v| !v.is_finite()) {
+        return Some(format!("element {i} is {} (not written?)", got[i]));
+    }
+    let err: f64 = got.iter().zip(want).map(|(&g, &w)| (f64::from(g) - w).powi(2)).sum();
+    let norm: f64 = want.iter().map(|w| w * w).sum();
+    let rel = (err / norm.max(f64::MIN_POSITIVE)).sqrt();
+    (rel >= 1e-5).then(|| format!("relative L2 error {rel:e} ≥ 1e-5"))
+}
