@@ -6,6 +6,7 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a CLI's job is to print
 
+mod backend;
 mod cmd;
 mod default_model;
 mod load;

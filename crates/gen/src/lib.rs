@@ -8,7 +8,7 @@
 
 mod sampler;
 
-pub use sampler::{Sampler, SamplerConfig};
+pub use sampler::{argmax, Sampler, SamplerConfig};
 
 /// One-token-at-a-time next-token prediction with an internal KV cache.
 pub trait Decoder {

@@ -2,8 +2,7 @@
 //! bandwidth (each decoded token reads every matrix once).
 
 use anyhow::{bail, Result};
-use apr_ir_cpu::{CpuDecoder, Interpreter};
-use apr_ir_gen::{Decoder, Sampler, SamplerConfig};
+use apr_ir_gen::{Sampler, SamplerConfig};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -14,7 +13,7 @@ pub struct Args {
     model: Option<PathBuf>,
     /// Where to run.
     #[arg(long, value_enum, default_value = "cpu")]
-    backend: super::run::Backend,
+    backend: crate::backend::Backend,
     /// Prompt positions processed before timing decode (one token at a time).
     #[arg(long, default_value_t = 16)]
     prompt_tokens: u32,
@@ -29,8 +28,8 @@ pub struct Args {
 #[derive(Serialize)]
 struct Report {
     model: String,
-    backend: &'static str,
-    threads: usize,
+    device: String,
+    dispatches_per_token: Option<usize>,
     prompt_tokens: u32,
     gen_tokens: u32,
     prompt_tok_per_s: f64,
@@ -42,9 +41,6 @@ struct Report {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    if args.backend == super::run::Backend::Gpu {
-        bail!("--backend gpu needs the wgpu backend, which this build does not have yet; use --backend cpu");
-    }
     if args.gen_tokens == 0 || args.prompt_tokens == 0 {
         bail!("--prompt-tokens and --gen-tokens must be at least 1");
     }
@@ -55,7 +51,8 @@ pub fn run(args: Args) -> Result<()> {
     }
     let graph = model.lower(Some(positions))?;
     let per_token = graph.stats().weight_bytes_per_token;
-    let mut dec = CpuDecoder::new(Interpreter::new(&graph, &model)?, positions);
+    let opened = crate::backend::open(args.backend, &graph, &model)?;
+    let mut dec = opened.decoder;
     let vocab = model.params.vocab;
     let start = Instant::now();
     let mut logits = Vec::new();
@@ -77,8 +74,8 @@ pub fn run(args: Args) -> Result<()> {
     let total: f64 = times.iter().sum();
     let r = Report {
         model: model.name.clone(),
-        backend: "cpu",
-        threads: rayon_threads(),
+        device: opened.device.clone(),
+        dispatches_per_token: opened.dispatches,
         prompt_tokens: args.prompt_tokens,
         gen_tokens: args.gen_tokens,
         prompt_tok_per_s: f64::from(args.prompt_tokens) / prompt_s,
@@ -91,7 +88,10 @@ pub fn run(args: Args) -> Result<()> {
     if args.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {
-        println!("model        {} ({} threads, {})", r.model, r.threads, r.backend);
+        println!("model        {} on {}", r.model, r.device);
+        if let Some(d) = r.dispatches_per_token {
+            println!("dispatches   {d} per token");
+        }
         println!("prompt       {} tokens at {:.1} tok/s", r.prompt_tokens, r.prompt_tok_per_s);
         println!(
             "decode       {} tokens at {:.1} tok/s, {:.2} ms/token median ({:.2} min)",
@@ -104,8 +104,4 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     Ok(())
-}
-
-fn rayon_threads() -> usize {
-    rayon::current_num_threads()
 }

@@ -3,7 +3,6 @@
 
 use crate::npy;
 use anyhow::{bail, Context, Result};
-use apr_ir_cpu::{CpuDecoder, Interpreter};
 use apr_ir_gen::{generate, GenerateOptions, SamplerConfig};
 use apr_ir_model::chat::Message;
 use apr_ir_model::tokenizer::{StreamDecoder, Tokenizer};
@@ -12,11 +11,7 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Instant;
 
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backend {
-    Cpu,
-    Gpu,
-}
+use crate::backend::{self, Backend};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -65,9 +60,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    if args.backend == Backend::Gpu && !args.no_gpu {
-        bail!("--backend gpu needs the wgpu backend, which this build does not have yet; use --backend cpu");
-    }
+    let backend = if args.no_gpu { Backend::Cpu } else { args.backend };
     if !(args.temperature >= 0.0 && args.temperature.is_finite()) {
         bail!("--temperature must be a finite number >= 0");
     }
@@ -89,8 +82,17 @@ pub fn run(args: Args) -> Result<()> {
         bail!("{needed} positions (prompt {} + max tokens {max_tokens}) exceed the model's context of {ctx}", prompt.len());
     }
     let graph = model.lower(Some(needed.max(1)))?;
-    let interp = Interpreter::new(&graph, &model)?;
-    let mut decoder = CpuDecoder::new(interp, graph.meta.max_ctx);
+    let opened = backend::open(backend, &graph, &model)?;
+    let mut decoder = opened.decoder;
+    if backend == Backend::Gpu {
+        if args.skip_parity_gate {
+            eprintln!("apr-ir: warning: --skip-parity-gate: GPU results are not verified against the CPU");
+        } else {
+            backend::parity_gate(decoder.as_mut(), &graph, &model, &prompt, 3)?;
+            // The gate advanced the GPU's cache; generation starts over at position 0,
+            // overwriting it.
+        }
+    }
     let opts = GenerateOptions {
         max_tokens,
         stop: tokenizer.eos_ids(),
@@ -103,7 +105,7 @@ pub fn run(args: Args) -> Result<()> {
     let start = Instant::now();
     let mut write_err = None;
     let result = generate(
-        &mut decoder,
+        decoder.as_mut(),
         &prompt,
         &opts,
         &mut |t| {
@@ -131,7 +133,8 @@ pub fn run(args: Args) -> Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     let summary = format!(
-        "cpu: {} prompt + {} generated tokens in {:.2} s ({:.1} positions/s)",
+        "{}: {} prompt + {} generated tokens in {:.2} s ({:.1} positions/s)",
+        opened.device,
         prompt.len(),
         result.tokens.len(),
         secs,
