@@ -19,6 +19,8 @@ pub struct Opened<'a> {
     pub decoder: Box<dyn Decoder + 'a>,
     pub device: String,
     pub dispatches: Option<usize>,
+    /// Bytes of GPU buffers the schedule allocated.
+    pub gpu_bytes: Option<u64>,
 }
 
 /// Open `backend` for `graph`. The CPU path never touches wgpu.
@@ -29,13 +31,15 @@ pub fn open<'a>(backend: Backend, graph: &'a Graph, model: &'a Model) -> Result<
             decoder: Box::new(CpuDecoder::new(Interpreter::new(graph, model)?, positions)),
             device: format!("cpu ({} threads)", rayon::current_num_threads()),
             dispatches: None,
+            gpu_bytes: None,
         }),
         Backend::Gpu => {
             let gpu = Gpu::open(&GpuOptions::default())?;
             let device = gpu.describe();
             let schedule = Schedule::build(gpu, graph, model).context("building the GPU schedule")?;
             let dispatches = Some(schedule.dispatch_count());
-            Ok(Opened { decoder: Box::new(GpuDecoder::new(schedule, positions)), device, dispatches })
+            let gpu_bytes = Some(schedule.gpu_bytes);
+            Ok(Opened { decoder: Box::new(GpuDecoder::new(schedule, positions)), device, dispatches, gpu_bytes })
         }
     }
 }

@@ -30,6 +30,8 @@ struct Report {
     model: String,
     device: String,
     dispatches_per_token: Option<usize>,
+    gpu_bytes: Option<u64>,
+    state_bytes: u64,
     prompt_tokens: u32,
     gen_tokens: u32,
     prompt_tok_per_s: f64,
@@ -76,6 +78,8 @@ pub fn run(args: Args) -> Result<()> {
         model: model.name.clone(),
         device: opened.device.clone(),
         dispatches_per_token: opened.dispatches,
+        gpu_bytes: opened.gpu_bytes,
+        state_bytes: graph.stats().state_bytes,
         prompt_tokens: args.prompt_tokens,
         gen_tokens: args.gen_tokens,
         prompt_tok_per_s: f64::from(args.prompt_tokens) / prompt_s,
@@ -91,6 +95,9 @@ pub fn run(args: Args) -> Result<()> {
         println!("model        {} on {}", r.model, r.device);
         if let Some(d) = r.dispatches_per_token {
             println!("dispatches   {d} per token");
+        }
+        if let Some(b) = r.gpu_bytes {
+            println!("gpu memory   {} allocated (kv cache {})", super::human_bytes(b), super::human_bytes(r.state_bytes));
         }
         println!("prompt       {} tokens at {:.1} tok/s", r.prompt_tokens, r.prompt_tok_per_s);
         println!(
