@@ -213,8 +213,15 @@ pub fn plan_node(
         Op::RopeAngles { mode, n_rot, head_dim, theta_base, freq_scale } => {
             let factors = match n.inputs.get(1) {
                 Some(&f) => {
-                    let src = g.node(f).map(|f| if f.op.is_leaf() { f.id } else { f.inputs.first().copied().unwrap_or(f.id) });
-                    Some(src.and_then(weight_f32).ok_or_else(|| unsupported("frequency factors that are not a weight"))?)
+                    // A weight, or a cast of one (the cast of an f32 weight is its values);
+                    // anything else computed would need its own value, not its source's.
+                    let weight = |id: NodeId| g.node(id).filter(|w| matches!(w.op, Op::Weight { .. })).map(|w| w.id);
+                    let src = match g.node(f).map(|f| (&f.op, f.inputs.first())) {
+                        Some((Op::Cast { .. }, Some(&w))) => weight(w),
+                        _ => weight(f),
+                    };
+                    let why = "frequency factors that are not an f32 weight";
+                    Some(src.and_then(weight_f32).ok_or_else(|| unsupported(why))?)
                 }
                 None => None,
             };

@@ -77,6 +77,7 @@ impl Schedule {
             gpu_bytes += size;
             Ok(gpu.device.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size, usage, mapped_at_creation: false }))
         };
+        let mut up = Uploader { gpu: &gpu, pending: 0 };
         let step = alloc("step", 16, wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC)?;
         let mut values = HashMap::new();
         let mut pieces = HashMap::new();
@@ -103,7 +104,7 @@ impl Schedule {
                         let r = per_piece.min(rows - row0);
                         let slice = &bytes[(row0 * row_bytes) as usize..((row0 + r) * row_bytes) as usize];
                         let buf = alloc(tensor, slice.len() as u64, STORAGE)?;
-                        write_padded(&gpu.queue, &buf, slice);
+                        up.write(&buf, slice);
                         list.push((row0, r, buf));
                         row0 += r;
                     }
@@ -120,7 +121,7 @@ impl Schedule {
                 }
                 Op::Const { value } => {
                     let b = alloc(&n.name, 4, STORAGE)?;
-                    gpu.queue.write_buffer(&b, 0, &(*value as f32).to_le_bytes());
+                    up.write(&b, &(*value as f32).to_le_bytes());
                     values.insert(n.id, b);
                 }
                 Op::Input { kind } => {
@@ -155,7 +156,7 @@ impl Schedule {
         for t in &tables {
             let b = alloc("table", (t.len() * 4) as u64, STORAGE)?;
             let bytes: Vec<u8> = t.iter().flat_map(|x| x.to_le_bytes()).collect();
-            write_padded(&gpu.queue, &b, &bytes);
+            up.write(&b, &bytes);
             table_bufs.push(b);
         }
         let mut pipeline_ix: HashMap<(Family, Option<DType>), usize> = HashMap::new();
@@ -194,7 +195,7 @@ impl Schedule {
             };
             let params: Vec<u8> = p.params.iter().flat_map(|w| w.to_le_bytes()).collect();
             let pbuf = alloc("params", params.len() as u64, STORAGE)?;
-            write_padded(&gpu.queue, &pbuf, &params);
+            up.write(&pbuf, &params);
             let mut entries = vec![
                 wgpu::BindGroupEntry { binding: 0, resource: step.as_entire_binding() },
                 wgpu::BindGroupEntry { binding: 1, resource: pbuf.as_entire_binding() },
@@ -324,20 +325,36 @@ fn workgroups(grid: &Grid, ctx: u64) -> (u32, u32) {
     (x as u32, y as u32)
 }
 
-/// Write `bytes` to `buf`, padding to a multiple of 4.
-fn write_padded(queue: &wgpu::Queue, buf: &wgpu::Buffer, bytes: &[u8]) {
-    let whole = bytes.len() & !3;
-    // Large uploads go in pieces to keep the staging memory small.
-    for (i, chunk) in bytes[..whole].chunks(64 << 20).enumerate() {
-        queue.write_buffer(buf, (i * (64 << 20)) as u64, chunk);
-    }
-    if whole < bytes.len() {
-        let mut tail = [0u8; 4];
-        tail[..bytes.len() - whole].copy_from_slice(&bytes[whole..]);
-        queue.write_buffer(buf, whole as u64, &tail);
-    }
+/// Bytes of queued uploads after which the queue is flushed, so staging memory stays small
+/// instead of holding a copy of every weight until the first submit.
+const UPLOAD_FLUSH: usize = 256 << 20;
+
+/// Queues buffer uploads, flushing every [`UPLOAD_FLUSH`] bytes.
+struct Uploader<'a> {
+    gpu: &'a Gpu,
+    pending: usize,
 }
 
+impl Uploader<'_> {
+    /// Write `bytes` to `buf`, padding to a multiple of 4.
+    fn write(&mut self, buf: &wgpu::Buffer, bytes: &[u8]) {
+        let whole = bytes.len() & !3;
+        for (i, chunk) in bytes[..whole].chunks(UPLOAD_FLUSH).enumerate() {
+            self.gpu.queue.write_buffer(buf, (i * UPLOAD_FLUSH) as u64, chunk);
+            self.pending += chunk.len();
+            if self.pending >= UPLOAD_FLUSH {
+                self.gpu.queue.submit([]);
+                let _ = self.gpu.device.poll(wgpu::PollType::wait_indefinitely());
+                self.pending = 0;
+            }
+        }
+        if whole < bytes.len() {
+            let mut tail = [0u8; 4];
+            tail[..bytes.len() - whole].copy_from_slice(&bytes[whole..]);
+            self.gpu.queue.write_buffer(buf, whole as u64, &tail);
+        }
+    }
+}
 /// Map a staging buffer and copy it out as f32.
 fn read_back(gpu: &Gpu, staging: &wgpu::Buffer) -> Result<Vec<f32>, GpuError> {
     let slice = staging.slice(..);
