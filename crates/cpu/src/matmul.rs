@@ -2,10 +2,11 @@
 //! layout; may be packed in any dtype) or `[B.., K, N]` (f32), `b`'s batch dims optional.
 //!
 //! [`naive`] is the definition (f64 accumulation, one dequantized row at a time); [`fast`]
-//! is what the interpreter runs: rows of a packed matrix are dotted straight from their
-//! blocks (`quant::dot_row`, no dequantized copy) and spread over the rayon pool.
-//! `tests/fast_vs_naive.rs` holds them together.
+//! is what the interpreter runs: rows of a packed matrix are decoded in registers and dotted
+//! with f32 activations by [`crate::kernels`] (SIMD where the CPU has it), spread over the
+//! rayon pool. `tests/kernels_vs_naive.rs` holds them together.
 
+use crate::kernels;
 use apr_ir::DType;
 use apr_ir_model::quant::{self, QuantError};
 use rayon::prelude::*;
@@ -80,32 +81,19 @@ pub fn naive(a: &[f32], rhs: Rhs<'_>, d: Dims) -> Result<Vec<f32>, QuantError> {
     Ok(out)
 }
 
-/// The interpreter's product: same result as [`naive`] within f32 rounding.
+/// The interpreter's product: same result as [`naive`] within f32 rounding (the bound is
+/// documented in [`crate::kernels`]).
 pub fn fast(a: &[f32], rhs: Rhs<'_>, d: Dims) -> Result<Vec<f32>, QuantError> {
     let mut out = vec![0.0f32; d.batch * d.m * d.n];
     match rhs {
         Rhs::Packed { dtype, bytes } => {
             let rb = row_bytes(dtype, d.k)?;
-            for b in 0..d.batch {
+            for (b, o) in out.chunks_exact_mut(d.m * d.n).enumerate() {
                 let base_row = d.rhs_offset(b) / d.k.max(1);
                 let mat = &bytes[base_row * rb..(base_row + d.n) * rb];
-                let xs = &a[b * d.m * d.k..(b + 1) * d.m * d.k];
-                // Parallel over output columns (weight rows): each task streams its rows once
-                // and dots them with every row of `a`.
-                let cols: Vec<Vec<f32>> = mat
-                    .par_chunks_exact(rb.max(1))
-                    .with_min_len(16)
-                    .map(|w| {
-                        xs.chunks_exact(d.k.max(1))
-                            .map(|x| quant::dot_row(dtype, w, x))
-                            .collect::<Result<Vec<f32>, _>>()
-                    })
-                    .collect::<Result<_, _>>()?;
-                for (n, col) in cols.iter().enumerate() {
-                    for (m, v) in col.iter().enumerate() {
-                        out[(b * d.m + m) * d.n + n] = *v;
-                    }
-                }
+                // Each run of weight rows is streamed once and decoded in registers against
+                // every row of `a` (see `kernels`); spread over the rayon pool.
+                kernels::matmul(dtype, mat, d.n, d.k, &a[b * d.m * d.k..(b + 1) * d.m * d.k], o)?;
             }
         }
         Rhs::F32 { data, transposed } => {
