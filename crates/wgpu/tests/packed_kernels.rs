@@ -51,8 +51,7 @@ fn seeded(test: &str) -> Rng {
 /// `n` test values: normal, scaled per 256 elements by a base that cycles through 1, 100, 0.01,
 /// 1e-6 (f16 subnormals, and k-quant super-block scales that are f16 subnormals) and 0 (an
 /// all-zero block), and per 32 elements by a factor from 0.001 to 3 (sub-blocks of different
-/// ranges);
-/// one in sixteen values is an exact zero.
+/// ranges); one in sixteen values is an exact zero.
 fn values(rng: &mut Rng, n: usize) -> Vec<f32> {
     const BASES: [f64; 5] = [1.0, 100.0, 0.01, 1e-6, 0.0];
     const FACTORS: [f64; 4] = [1.0, 0.1, 3.0, 0.001];
@@ -302,4 +301,80 @@ fn compare(got: &[f32], want: &[f64]) -> Option<String> {
     let norm: f64 = want.iter().map(|w| w * w).sum();
     let rel = (err / norm.max(f64::MIN_POSITIVE)).sqrt();
     (rel >= 1e-5).then(|| format!("relative L2 error {rel:e} ≥ 1e-5"))
+}
+
+/// Throughput of the packed matvec at a decode shape (M = 1; by default Qwen2.5-7B's FFN,
+/// N = 18944, K = 3584, or `PACKED_BENCH_NK=NxK`), for the GPU machine:
+/// `cargo test --release --test packed_kernels -- --ignored --nocapture`. Each timing is one
+/// pass of 20 dispatches after a quarter-second warm-up, over weight copies that together
+/// exceed the L2 cache; the median of 5 is printed, in µs and weight GB/s, with the result
+/// checked against an f64 reference. `PACKED_BENCH_KERNELS=DIR[:DIR…]` also times each
+/// `DIR/{common,dequant,matvec}.wgsl` (variants under study; `DQ(` is replaced as
+/// `kernels::source` does) in the same process, on the same card and clocks as the built-in one.
+#[test]
+#[ignore = "a benchmark, minutes on lavapipe"]
+fn matvec_throughput() {
+    let Some(gpu) = harness::gpu() else { return };
+    let mut rng = seeded("matvec throughput");
+    let shape = std::env::var("PACKED_BENCH_NK").unwrap_or_else(|_| "18944x3584".into());
+    let (n, k) = shape.split_once('x').map(|(n, k)| (n.parse().unwrap(), k.parse().unwrap())).unwrap();
+    let reps = 20;
+    let xs: Vec<f32> = (0..k).map(|_| rng.normal() as f32).collect();
+    let x = gpu.floats(&xs);
+    let (step, out) = (gpu.step(0), poisoned(gpu, n));
+    let prm = gpu.words(&[1, k as u32, n as u32, 0, n as u32]);
+    let v = values(&mut rng, n * k);
+    let variants: Vec<(String, String)> = std::env::var("PACKED_BENCH_KERNELS")
+        .unwrap_or_default()
+        .split(':')
+        .filter(|dir| !dir.is_empty())
+        .map(|dir| {
+            let read = |f: &str| std::fs::read_to_string(format!("{dir}/{f}")).unwrap();
+            (dir.to_string(), read("common.wgsl") + &read("dequant.wgsl") + &read("matvec.wgsl"))
+        })
+        .collect();
+    for dtype in [DType::Q4K, DType::Q5K, DType::Q6K, DType::Q8_0, DType::Q4_0, DType::F16, DType::F32] {
+        let bytes = pack(dtype, &v);
+        let wf = unpack(dtype, &bytes, n * k);
+        let want: Vec<f64> = wf
+            .chunks_exact(k)
+            .map(|row| row.iter().zip(&xs).map(|(&a, &b)| f64::from(a) * f64::from(b)).sum())
+            .collect();
+        let copies = (256_usize << 20).div_ceil(bytes.len()).max(2);
+        let ws: Vec<wgpu::Buffer> = (0..copies).map(|_| gpu.storage(&bytes)).collect();
+        let mut sources = vec![("built-in".to_string(), source(Family::Matvec, Some(dtype)))];
+        for (dir, src) in &variants {
+            sources.push((dir.clone(), src.replace("DQ(", &format!("{}(", dequantizer(dtype)))));
+        }
+        for (name, src) in &sources {
+            let kernel = gpu.kernel(&format!("matvec {dtype}"), src, 5);
+            let all: Vec<Dispatch> = (0..reps)
+                .map(|r| Dispatch {
+                    kernel: &kernel,
+                    buffers: vec![&step, &prm, &x, &ws[r % copies], &out],
+                    grid: grid(n as u32, 65535),
+                })
+                .collect();
+            // Warm up for a quarter of a second: clocks ramp up, pipelines settle.
+            let warm = std::time::Instant::now();
+            while warm.elapsed().as_secs_f64() < 0.25 {
+                gpu.run(&all);
+            }
+            let mut times: Vec<f64> = (0..5)
+                .map(|_| {
+                    let t = std::time::Instant::now();
+                    gpu.run(&all);
+                    t.elapsed().as_secs_f64() / reps as f64
+                })
+                .collect();
+            times.sort_by(f64::total_cmp);
+            let secs = times[2];
+            let check = compare(&gpu.read_f32(&out, n), &want).unwrap_or_else(|| "ok".into());
+            println!(
+                "matvec {dtype:>5} {n}x{k} {name:>10}: {:8.1} µs, {:7.1} GB/s of weights ({check})",
+                secs * 1e6,
+                bytes.len() as f64 / secs / 1e9
+            );
+        }
+    }
 }
