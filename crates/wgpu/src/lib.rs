@@ -18,7 +18,7 @@ mod schedule;
 
 pub use decoder::GpuDecoder;
 pub use device::{Gpu, GpuOptions};
-pub use schedule::{ObjectCounts, Schedule, WeightBytes};
+pub use schedule::{Captured, ObjectCounts, Schedule, WeightBytes};
 
 use apr_ir::NodeId;
 

@@ -85,7 +85,8 @@ pub fn plan_node(
     weight_f32: &dyn Fn(NodeId) -> Option<Vec<f32>>,
     tables: &mut Vec<Vec<f32>>,
 ) -> Result<Vec<Plan>, GpuError> {
-    let unsupported = |why: &str| GpuError::Unsupported { node: n.id, name: n.name.clone(), op: n.op.name(), why: why.into() };
+    let unsupported =
+        |why: &str| GpuError::Unsupported { node: n.id, name: n.name.clone(), op: n.op.name(), why: why.into() };
     let operand = |k: usize| -> Result<&Node, GpuError> {
         n.inputs.get(k).and_then(|i| g.node(*i)).ok_or_else(|| unsupported("missing operand"))
     };
@@ -139,7 +140,12 @@ pub fn plan_node(
             }
             let count: u64 = src.ty.shape.iter().filter_map(|d| d.as_const()).product();
             let plans = pieces_plans(n, src, pieces, |k, _row0, _rows| {
-                Ok((Family::Cast, vec![Buf::Piece(src.id, k), out], vec![word(count)?], Grid::Threads(src.ty.shape.clone())))
+                Ok((
+                    Family::Cast,
+                    vec![Buf::Piece(src.id, k), out],
+                    vec![word(count)?],
+                    Grid::Threads(src.ty.shape.clone()),
+                ))
             })?;
             if plans.len() != 1 {
                 return Err(unsupported("cast of a weight split across bindings"));
@@ -225,18 +231,22 @@ pub fn plan_node(
                 }
                 None => None,
             };
-            let mut coef = vec![0.0f32; *head_dim as usize];
+            // Each coefficient exactly, as the limbs of its f64 significand and a power of two
+            // (see rope_angles.wgsl): the kernel rounds pos·c once, as the CPU rounds its f64
+            // angle once. (An f32 coefficient puts angles an ulp off, which cos and sin turn
+            // into errors near 2e-3 at position 40k.)
+            let mut coef = vec![0.0f32; ROPE_WORDS * *head_dim as usize];
             let half = (*n_rot / 2) as usize;
             for i in 0..half {
                 let inv = theta_base.powf(-2.0 * i as f64 / f64::from(*n_rot));
                 let f = factors.as_ref().and_then(|f| f.get(i)).map_or(1.0, |&x| f64::from(x));
-                let c = (freq_scale * inv / f) as f32;
+                let c = rope_coefficient(freq_scale * inv / f);
                 let (a, b) = match mode {
                     RopeMode::Neox => (i, i + half),
                     RopeMode::Interleaved => (2 * i, 2 * i + 1),
                 };
-                coef[a] = c;
-                coef[b] = c;
+                coef[ROPE_WORDS * a..ROPE_WORDS * (a + 1)].copy_from_slice(&c);
+                coef[ROPE_WORDS * b..ROPE_WORDS * (b + 1)].copy_from_slice(&c);
             }
             tables.push(coef);
             one(Family::RopeAngles, vec![buf(0)?, Buf::Table(tables.len() - 1), out], vec![*head_dim], threads)
@@ -276,6 +286,23 @@ fn pieces_plans(
             Ok(Plan { node: n.id, family, dtype: Some(w.ty.dtype), bindings, params, grid })
         })
         .collect()
+}
+
+/// Table entries per head dimension of `rope_angles`.
+const ROPE_WORDS: usize = 5;
+
+/// A positive f64 `c` as `[m3, m2, m1, m0, e]`: `c = (m3·2⁴⁸ + m2·2³² + m1·2¹⁶ + m0)·2^e` with
+/// 16-bit limbs of its 53-bit significand, each an integer an f32 holds exactly. Zeros, and
+/// values no angle can use (subnormal, infinite, NaN), give all zeros.
+fn rope_coefficient(c: f64) -> [f32; ROPE_WORDS] {
+    if !c.is_normal() || c < 0.0 {
+        return [0.0; ROPE_WORDS];
+    }
+    let bits = c.to_bits();
+    let m = (bits & ((1 << 52) - 1)) | (1 << 52);
+    let e = ((bits >> 52) & 0x7ff) as i32 - 1075;
+    let limb = |k: u32| ((m >> (16 * k)) & 0xffff) as f32;
+    [limb(3), limb(2), limb(1), limb(0), e as f32]
 }
 
 fn mode_word(m: RopeMode) -> u32 {

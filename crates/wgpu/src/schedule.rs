@@ -58,7 +58,8 @@ impl Pieces for PieceRows {
     }
 }
 
-const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_DST).union(wgpu::BufferUsages::COPY_SRC);
+const STORAGE: wgpu::BufferUsages =
+    wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_DST).union(wgpu::BufferUsages::COPY_SRC);
 
 impl Schedule {
     /// Upload the weights, allocate every buffer, compile every kernel and record the
@@ -75,10 +76,19 @@ impl Schedule {
             }
             counts.buffers += 1;
             gpu_bytes += size;
-            Ok(gpu.device.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size, usage, mapped_at_creation: false }))
+            Ok(gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size,
+                usage,
+                mapped_at_creation: false,
+            }))
         };
         let mut up = Uploader { gpu: &gpu, pending: 0 };
-        let step = alloc("step", 16, wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC)?;
+        let step = alloc(
+            "step",
+            16,
+            wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+        )?;
         let mut values = HashMap::new();
         let mut pieces = HashMap::new();
         let mut rows_of = HashMap::new();
@@ -90,13 +100,19 @@ impl Schedule {
                     let bytes = weights.bytes(tensor).map_err(|why| GpuError::Weight { name: tensor.clone(), why })?;
                     let want = n.ty.bytes(max_ctx).unwrap_or(u64::MAX);
                     if bytes.len() as u64 != want {
-                        return Err(GpuError::Weight { name: tensor.clone(), why: format!("{} bytes, {} needs {want}", bytes.len(), n.ty) });
+                        return Err(GpuError::Weight {
+                            name: tensor.clone(),
+                            why: format!("{} bytes, {} needs {want}", bytes.len(), n.ty),
+                        });
                     }
                     let rows = if n.ty.shape.len() >= 2 { n.ty.shape[0].as_const().unwrap_or(1) } else { 1 };
                     let row_bytes = (want / rows.max(1)).max(1);
                     let per_piece = (gpu.max_binding / row_bytes).max(1);
                     if row_bytes > gpu.max_binding {
-                        return Err(GpuError::Weight { name: tensor.clone(), why: format!("one row of {row_bytes} bytes exceeds the binding limit") });
+                        return Err(GpuError::Weight {
+                            name: tensor.clone(),
+                            why: format!("one row of {row_bytes} bytes exceeds the binding limit"),
+                        });
                     }
                     let mut list = Vec::new();
                     let mut row0 = 0;
@@ -109,7 +125,10 @@ impl Schedule {
                         row0 += r;
                     }
                     if n.ty.dtype == DType::F32 && n.ty.shape.len() == 1 {
-                        weight_f32.insert(n.id, bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect());
+                        weight_f32.insert(
+                            n.id,
+                            bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+                        );
                     }
                     rows_of.insert(n.id, list.iter().map(|(a, b, _)| (*a, *b)).collect::<Vec<_>>());
                     if list.len() == 1 {
@@ -126,10 +145,13 @@ impl Schedule {
                 }
                 Op::Input { kind } => {
                     values.insert(n.id, alloc(&n.name, 4, STORAGE)?);
-                    inputs.push((n.id, match kind {
-                        InputKind::Position => 0,
-                        InputKind::Token => 8,
-                    }));
+                    inputs.push((
+                        n.id,
+                        match kind {
+                            InputKind::Position => 0,
+                            InputKind::Token => 8,
+                        },
+                    ));
                 }
                 Op::State => {
                     let size = n.ty.bytes(max_ctx).ok_or(GpuError::TooLarge(u64::MAX))?;
@@ -209,8 +231,11 @@ impl Schedule {
                 .ok_or_else(|| GpuError::Internal(format!("no buffer for {b:?} of {}", p.node)))?;
                 entries.push(wgpu::BindGroupEntry { binding: 2 + k as u32, resource: buffer.as_entire_binding() });
             }
-            let bind_group =
-                gpu.device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &layouts[pix], entries: &entries });
+            let bind_group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: None,
+                layout: &layouts[pix],
+                entries: &entries,
+            });
             counts.bind_groups += 1;
             dispatches.push(Dispatch { pipeline: pix, bind_group, grid: p.grid.clone() });
         }
@@ -218,7 +243,8 @@ impl Schedule {
             Some(id) => {
                 let src = storage_of(graph, id);
                 let size = graph.node(id).and_then(|n| n.ty.bytes(max_ctx)).unwrap_or(4).next_multiple_of(4);
-                let staging = alloc("logits readback", size, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST)?;
+                let staging =
+                    alloc("logits readback", size, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST)?;
                 Some((src, size, staging))
             }
             None => None,
@@ -227,7 +253,18 @@ impl Schedule {
         gpu.queue.submit([]);
         gpu.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| GpuError::Device(e.to_string()))?;
         gpu.check()?;
-        Ok(Schedule { gpu, graph: graph.clone(), step, values, pipelines, dispatches, inputs, logits, counts, gpu_bytes })
+        Ok(Schedule {
+            gpu,
+            graph: graph.clone(),
+            step,
+            values,
+            pipelines,
+            dispatches,
+            inputs,
+            logits,
+            counts,
+            gpu_bytes,
+        })
     }
 
     /// Dispatches per token.
@@ -247,6 +284,19 @@ impl Schedule {
 
     /// Decode `token` at `pos` and return the logits.
     pub fn step(&mut self, token: u32, pos: u32) -> Result<Vec<f32>, GpuError> {
+        self.run(token, pos, false).map(|c| c.logits)
+    }
+
+    /// Capture mode, for the checker: decode with every computed node's value read back.
+    /// Before the step, every intermediate buffer (not the KV cache) is poisoned with NaN, so a
+    /// dispatch that did not write its output shows as NaN rather than as last token's value.
+    /// Intermediates are never aliased, so each value is exactly what its dispatch wrote. A
+    /// `cache_write` node's value is the rows in use of its cache, as on the CPU.
+    pub fn step_capture(&mut self, token: u32, pos: u32) -> Result<Captured, GpuError> {
+        self.run(token, pos, true)
+    }
+
+    fn run(&mut self, token: u32, pos: u32, capture: bool) -> Result<Captured, GpuError> {
         let max_ctx = self.graph.meta.max_ctx;
         if u64::from(pos) >= max_ctx {
             return Err(GpuError::Position { pos, max_ctx });
@@ -255,6 +305,31 @@ impl Schedule {
         let words = [pos, pos + 1, token, 0];
         let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
         self.gpu.queue.write_buffer(&self.step, 0, &bytes);
+        // Capture: the computed nodes with a buffer of their own, and cache writes.
+        let taps: Vec<(NodeId, NodeId, u64)> = if capture {
+            self.graph
+                .nodes
+                .iter()
+                .filter(|n| n.op.is_compute())
+                .filter_map(|n| {
+                    let src = storage_of(&self.graph, n.id);
+                    let own = src == n.id || matches!(n.op, Op::CacheWrite { .. });
+                    let bytes = self.graph.node(src).and_then(|s| s.ty.bytes(max_ctx))?;
+                    own.then_some((n.id, src, bytes.next_multiple_of(4)))
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        for (id, src, size) in &taps {
+            if id == src {
+                if let Some(b) = self.values.get(src) {
+                    let poison: Vec<u8> =
+                        std::iter::repeat_n(f32::NAN.to_le_bytes(), (*size / 4) as usize).flatten().collect();
+                    self.gpu.queue.write_buffer(b, 0, &poison);
+                }
+            }
+        }
         let mut enc = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("token") });
         for (id, offset) in &self.inputs {
             if let Some(b) = self.values.get(id) {
@@ -262,7 +337,8 @@ impl Schedule {
             }
         }
         {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("decode"), timestamp_writes: None });
+            let mut pass =
+                enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("decode"), timestamp_writes: None });
             for d in &self.dispatches {
                 let (x, y) = workgroups(&d.grid, ctx);
                 if x == 0 {
@@ -273,17 +349,81 @@ impl Schedule {
                 pass.dispatch_workgroups(x, y, 1);
             }
         }
-        let Some((src, size, staging)) = &self.logits else {
-            self.gpu.queue.submit([enc.finish()]);
-            return Ok(Vec::new());
+        let mut out = Captured::default();
+        // One staging buffer for everything read back this step (capture mode allocates it
+        // per step; plain decoding reuses the logits staging buffer).
+        let total: u64 = taps.iter().map(|t| t.2).sum();
+        let capture_staging = if capture {
+            Some(self.gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("capture"),
+                size: total.max(4),
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }))
+        } else {
+            None
         };
-        let src = self.values.get(src).ok_or_else(|| GpuError::Internal("logits buffer".into()))?;
-        enc.copy_buffer_to_buffer(src, 0, staging, 0, *size);
-        self.gpu.queue.submit([enc.finish()]);
-        let logits = read_back(&self.gpu, staging)?;
+        if let Some(staging) = &capture_staging {
+            let mut offset = 0;
+            for (_, src, size) in &taps {
+                if let Some(b) = self.values.get(src) {
+                    enc.copy_buffer_to_buffer(b, 0, staging, offset, *size);
+                }
+                offset += size;
+            }
+        }
+        if let Some((src, size, staging)) = &self.logits {
+            let src = self.values.get(src).ok_or_else(|| GpuError::Internal("logits buffer".into()))?;
+            enc.copy_buffer_to_buffer(src, 0, staging, 0, *size);
+            self.gpu.queue.submit([enc.finish()]);
+            out.logits = read_back(&self.gpu, staging)?;
+        } else {
+            self.gpu.queue.submit([enc.finish()]);
+        }
+        if let Some(staging) = &capture_staging {
+            let all = read_back(&self.gpu, staging)?;
+            let mut offset = 0usize;
+            for (id, _, size) in &taps {
+                let words = (*size / 4) as usize;
+                let raw = all.get(offset..offset + words).unwrap_or_default();
+                offset += words;
+                if let Some(n) = self.graph.node(*id) {
+                    out.values.insert(*id, in_use(n, raw, ctx));
+                }
+            }
+        }
         self.gpu.check()?;
-        Ok(logits)
+        Ok(out)
     }
+}
+
+/// Values read back in capture mode.
+#[derive(Debug, Clone, Default)]
+pub struct Captured {
+    pub logits: Vec<f32>,
+    /// Every computed node's value (row-major at the step's `ctx`).
+    pub values: HashMap<NodeId, Vec<f32>>,
+}
+
+/// The part of a node's buffer that holds its value at `ctx`: the prefix of its elements, or
+/// for a cache write the rows in use along the cache axis.
+fn in_use(n: &apr_ir::Node, raw: &[f32], ctx: u64) -> Vec<f32> {
+    let shape: Vec<usize> = n.ty.shape.iter().map(|d| d.eval(ctx) as usize).collect();
+    if let Op::CacheWrite { axis } = n.op {
+        let ax = axis as usize;
+        let outer: usize = shape[..ax].iter().product();
+        let inner: usize = shape[ax + 1..].iter().product();
+        let full = shape[ax];
+        let rows = (ctx as usize).min(full);
+        let mut v = Vec::with_capacity(outer * rows * inner);
+        for o in 0..outer {
+            let base = o * full * inner;
+            v.extend_from_slice(raw.get(base..base + rows * inner).unwrap_or_default());
+        }
+        return v;
+    }
+    let count: usize = shape.iter().product();
+    raw.get(..count).unwrap_or(raw).to_vec()
 }
 
 /// Binding 0: the step uniform; 1: parameters; then `n` storage buffers, the last written.
@@ -302,7 +442,11 @@ fn bind_group_layout(device: &wgpu::Device, n: usize) -> wgpu::BindGroupLayout {
         wgpu::BindGroupLayoutEntry {
             binding: 0,
             visibility: wgpu::ShaderStages::COMPUTE,
-            ty: wgpu::BindingType::Buffer { ty: wgpu::BufferBindingType::Uniform, has_dynamic_offset: false, min_binding_size: None },
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Uniform,
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
             count: None,
         },
         storage(1, true),

@@ -60,14 +60,24 @@ fn check(model_path: &Path, arch: &str, reference: &str, opts: &GpuOptions) -> O
         let rel = err / row.iter().map(|w| w * w).sum::<f64>().sqrt();
         worst = worst.max(rel);
         assert!(rel < 1e-3, "{}: position {pos}: relative L2 {rel:.3e}", model_path.display());
-        assert_eq!(argmax(got.iter().map(|&g| f64::from(g))), argmax(row.iter().copied()), "{}: argmax at {pos}", model_path.display());
+        assert_eq!(
+            argmax(got.iter().map(|&g| f64::from(g))),
+            argmax(row.iter().copied()),
+            "{}: argmax at {pos}",
+            model_path.display()
+        );
         // After the first token, decoding creates no GPU objects.
         match counts {
             None => counts = Some(s.object_counts()),
             Some(c) => assert_eq!(s.object_counts(), c, "a decoded token created GPU objects"),
         }
     }
-    println!("{} on {}: worst relative L2 {worst:.2e}, {} dispatches/token", model_path.display(), s.gpu().describe(), s.dispatch_count());
+    println!(
+        "{} on {}: worst relative L2 {worst:.2e}, {} dispatches/token",
+        model_path.display(),
+        s.gpu().describe(),
+        s.dispatch_count()
+    );
     Some(s)
 }
 
@@ -101,7 +111,8 @@ fn weights_over_the_binding_limit_are_split_not_dropped() {
     // 64 KiB bindings: the 512x256 f32 embedding/LM head (512 KiB) becomes 8 pieces.
     let opts = GpuOptions { max_binding_override: Some(64 << 10) };
     let Some(split) = check(&fixtures().join("models/llama-f32.gguf"), "llama", "llama-f32", &opts) else { return };
-    let Some(whole) = check(&fixtures().join("models/llama-f32.gguf"), "llama", "llama-f32", &GpuOptions::default()) else {
+    let Some(whole) = check(&fixtures().join("models/llama-f32.gguf"), "llama", "llama-f32", &GpuOptions::default())
+    else {
         return;
     };
     assert!(split.dispatch_count() > whole.dispatch_count(), "the split weights should add dispatches");

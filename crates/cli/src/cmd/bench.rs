@@ -97,7 +97,11 @@ pub fn run(args: Args) -> Result<()> {
             println!("dispatches   {d} per token");
         }
         if let Some(b) = r.gpu_bytes {
-            println!("gpu memory   {} allocated (kv cache {})", super::human_bytes(b), super::human_bytes(r.state_bytes));
+            println!(
+                "gpu memory   {} allocated (kv cache {})",
+                super::human_bytes(b),
+                super::human_bytes(r.state_bytes)
+            );
         }
         println!("prompt       {} tokens at {:.1} tok/s", r.prompt_tokens, r.prompt_tok_per_s);
         println!(

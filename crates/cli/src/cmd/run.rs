@@ -79,7 +79,10 @@ pub fn run(args: Args) -> Result<()> {
     let max_tokens = args.max_tokens.unwrap_or_else(|| u32::try_from(room.min(128)).unwrap_or(128));
     let needed = prompt.len() as u64 + u64::from(max_tokens);
     if needed > ctx {
-        bail!("{needed} positions (prompt {} + max tokens {max_tokens}) exceed the model's context of {ctx}", prompt.len());
+        bail!(
+            "{needed} positions (prompt {} + max tokens {max_tokens}) exceed the model's context of {ctx}",
+            prompt.len()
+        );
     }
     let graph = model.lower(Some(needed.max(1)))?;
     let opened = backend::open(backend, &graph, &model)?;
@@ -154,8 +157,7 @@ fn prompt_tokens(args: &Args, model: &Model, tok: &Tokenizer) -> Result<Vec<u32>
     }
     let text = args.prompt.as_deref().unwrap_or_default();
     let rendered = if args.chat {
-        let template =
-            model.chat_template()?.context("the model has no chat template; run without --chat")?;
+        let template = model.chat_template()?.context("the model has no chat template; run without --chat")?;
         let mut messages = Vec::new();
         if let Some(sys) = &args.system {
             messages.push(Message { role: "system".into(), content: sys.clone() });
