@@ -45,27 +45,14 @@ pub fn open<'a>(backend: Backend, graph: &'a Graph, model: &'a Model) -> Result<
 }
 
 /// The parity gate: decode the first `steps` prompt tokens on both backends (both fed the
-/// same tokens) and require logits cosine ≥ 0.99 (f64) and the same argmax unless the top two
-/// CPU logits are within rounding.
+/// same tokens) and hold every GPU logits row to the CPU's with `apr_ir_check::logits_gate`.
 pub fn parity_gate(gpu: &mut dyn Decoder, graph: &Graph, model: &Model, prompt: &[u32], steps: usize) -> Result<()> {
     let mut cpu = CpuDecoder::new(Interpreter::new(graph, model)?, graph.meta.max_ctx);
     for (pos, &tok) in prompt.iter().take(steps).enumerate() {
         let a = cpu.step(tok, pos as u32)?;
         let b = gpu.step(tok, pos as u32)?;
-        if a.len() != b.len() || a.is_empty() {
-            bail!("GPU/CPU parity gate failed at position {pos}: {} GPU logits vs {} CPU logits", b.len(), a.len());
-        }
-        let dot: f64 = a.iter().zip(&b).map(|(&x, &y)| f64::from(x) * f64::from(y)).sum();
-        let na: f64 = a.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt();
-        let nb: f64 = b.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt();
-        let cosine = dot / (na * nb).max(f64::MIN_POSITIVE);
-        let (ia, ib) = (apr_ir_gen::argmax(&a), apr_ir_gen::argmax(&b));
-        let near_tie = (a[ia as usize] - a[ib as usize]).abs() <= 1e-3 * a[ia as usize].abs().max(1.0);
-        if cosine.is_nan() || cosine < 0.99 || (ia != ib && !near_tie) {
-            bail!(
-                "GPU/CPU parity gate failed at position {pos}: logits cosine {cosine:.4}, argmax {ib} vs CPU {ia} \
-                 (--skip-parity-gate runs anyway, unverified)"
-            );
+        if let Err(why) = apr_ir_check::logits_gate(&b, &a, apr_ir_check::GateRule::default()) {
+            bail!("GPU/CPU parity gate failed at position {pos}: {why} (--skip-parity-gate runs anyway, unverified)");
         }
     }
     Ok(())
