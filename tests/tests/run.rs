@@ -45,7 +45,8 @@ fn dumped_logits_match_the_float64_reference() {
     let dir = TempDir::new("run-logits");
     for (arch, ty) in [("qwen2", "q4_k"), ("llama", "f16")] {
         let tokens: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(fixture(&format!("models/{arch}.tokens.json"))).unwrap()).unwrap();
+            serde_json::from_str(&std::fs::read_to_string(fixture(&format!("models/{arch}.tokens.json"))).unwrap())
+                .unwrap();
         let ids: Vec<String> = tokens["ids"].as_array().unwrap().iter().map(|v| v.to_string()).collect();
         let out = dir.join(&format!("{arch}.npy"));
         let model = fixture(&format!("models/{arch}-{ty}.gguf"));
@@ -79,9 +80,16 @@ fn generation_rows_and_sampling_repeat() {
     let run = |seed: &str, out: &str| {
         let path = dir.join(out);
         let args = ["run", m, "--prompt", "In 2024 the", "--max-tokens", "6", "--temperature", "0.9", "--top-k", "40"];
-        let stdout = apr_ir(args.iter().copied().chain(["--top-p", "0.95", "--seed", seed, "--dump-logits", path.to_str().unwrap()]))
-            .ok()
-            .to_string();
+        let stdout = apr_ir(args.iter().copied().chain([
+            "--top-p",
+            "0.95",
+            "--seed",
+            seed,
+            "--dump-logits",
+            path.to_str().unwrap(),
+        ]))
+        .ok()
+        .to_string();
         (stdout, read_npy_f32(&path).0)
     };
     let (a, shape) = run("1", "a.npy");
@@ -126,13 +134,15 @@ fn default_model_answers_alike_on_cpu_and_gpu() {
 }
 
 #[test]
-fn bad_run_arguments_are_one_line() {    let e = apr_ir(["run", "--tokens", "1,99999"]).one_line_error().to_string();
+fn bad_run_arguments_are_one_line() {
+    let e = apr_ir(["run", "--tokens", "1,99999"]).one_line_error().to_string();
     assert!(e.contains("outside the vocabulary"), "{e}");
     let e = apr_ir(["run", "--prompt", "hi", "--max-tokens", "100000"]).one_line_error().to_string();
     assert!(e.contains("exceed the model's context"), "{e}");
     let e = apr_ir(["run", "--prompt", "hi", "--top-p", "0"]).one_line_error().to_string();
     assert!(e.contains("top-p"), "{e}");
     apr_ir(["run", "--prompt", "hi"]).ok();
-    let e = apr_ir(["run", "tests/fixtures/models/qwen2-f32.gguf", "--chat", "--tokens", "1"]).one_line_error().to_string();
+    let e =
+        apr_ir(["run", "tests/fixtures/models/qwen2-f32.gguf", "--chat", "--tokens", "1"]).one_line_error().to_string();
     assert!(!e.is_empty());
 }

@@ -1,11 +1,11 @@
 //! The model crate's error type.
 
+use crate::chat::ChatError;
 use crate::gguf::GgufError;
 use crate::lower::{LowerError, ParamError};
 use crate::quant::QuantError;
 use crate::safetensors::SafeTensorsError;
 use crate::tokenizer::TokenizerError;
-use crate::chat::ChatError;
 
 /// Anything that can go wrong reading, writing or lowering a model.
 #[derive(Debug, thiserror::Error)]

@@ -4,9 +4,9 @@
 
 use crate::chat::ChatTemplate;
 use crate::gguf::{GgufFile, Metadata};
-use crate::tokenizer::Tokenizer;
 use crate::lower::{lower, ArchParams, LowerError, LowerOptions, MetaSource, ParamError, TensorTable};
 use crate::safetensors::HfDir;
+use crate::tokenizer::Tokenizer;
 use crate::ModelError;
 use apr_ir::Graph;
 use std::path::Path;

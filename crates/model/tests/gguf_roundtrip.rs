@@ -5,17 +5,14 @@
 
 use apr_ir::DType;
 use apr_ir_model::gguf::{
-    write_gguf, write_gguf_file, Array, GgmlType, Gguf, GgufError, GgufFile, GgufWriter, Metadata,
-    TensorSpec, Value,
+    write_gguf, write_gguf_file, Array, GgmlType, Gguf, GgufError, GgufFile, GgufWriter, Metadata, TensorSpec, Value,
 };
 use half::f16;
 use std::path::PathBuf;
 
 /// Deterministic arbitrary bytes.
 fn bytes(n: usize, seed: u8) -> Vec<u8> {
-    (0..n)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect()
+    (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
 }
 
 fn every_value_type() -> Metadata {
@@ -60,10 +57,7 @@ fn every_value_type() -> Metadata {
                 Array::I32(vec![1, 2]),
                 Array::String(vec!["in".into(), "".into()]),
                 Array::U8(vec![]),
-                Array::Array(vec![
-                    Array::F64(vec![0.5]),
-                    Array::Array(vec![Array::Bool(vec![true])]),
-                ]),
+                Array::Array(vec![Array::F64(vec![0.5]), Array::Array(vec![Array::Bool(vec![true])])]),
             ]
             .into(),
         ),
@@ -80,32 +74,14 @@ fn every_value_type_and_several_tensor_types_round_trip() {
     meta.push("t.f32_nan", f32::NAN).unwrap();
     meta.push("t.neg_zero", -0.0f64).unwrap();
     let tensors = vec![
-        (
-            TensorSpec::new("f32", vec![3, 2], GgmlType::F32),
-            bytes(24, 1),
-        ),
+        (TensorSpec::new("f32", vec![3, 2], GgmlType::F32), bytes(24, 1)),
         (TensorSpec::new("f16", vec![8, 4], DType::F16), bytes(64, 2)),
-        (
-            TensorSpec::new("q8_0", vec![64, 2], DType::Q8_0),
-            bytes(2 * 2 * 34, 3),
-        ),
-        (
-            TensorSpec::new("q4_k", vec![256, 3, 1], DType::Q4K),
-            bytes(3 * 144, 4),
-        ),
-        (
-            TensorSpec::new("iq2_xxs", vec![256], GgmlType::IQ2_XXS),
-            bytes(66, 5),
-        ),
-        (
-            TensorSpec::new("scalar", vec![], GgmlType::F32),
-            bytes(4, 6),
-        ),
+        (TensorSpec::new("q8_0", vec![64, 2], DType::Q8_0), bytes(2 * 2 * 34, 3)),
+        (TensorSpec::new("q4_k", vec![256, 3, 1], DType::Q4K), bytes(3 * 144, 4)),
+        (TensorSpec::new("iq2_xxs", vec![256], GgmlType::IQ2_XXS), bytes(66, 5)),
+        (TensorSpec::new("scalar", vec![], GgmlType::F32), bytes(4, 6)),
     ];
-    let pairs: Vec<(TensorSpec, &[u8])> = tensors
-        .iter()
-        .map(|(s, b)| (s.clone(), b.as_slice()))
-        .collect();
+    let pairs: Vec<(TensorSpec, &[u8])> = tensors.iter().map(|(s, b)| (s.clone(), b.as_slice())).collect();
     let file = write_gguf(Vec::new(), &meta, &pairs).unwrap();
 
     let g = Gguf::parse(&file).unwrap();
@@ -115,19 +91,13 @@ fn every_value_type_and_several_tensor_types_round_trip() {
     // NaN is not equal to itself; check it by bits and the rest with ==.
     let nan = g.metadata().get("t.f32_nan").unwrap();
     assert!(matches!(nan, Value::F32(x) if x.to_bits() == f32::NAN.to_bits()));
-    assert!(
-        matches!(g.metadata().get("t.neg_zero"), Some(Value::F64(x)) if x.to_bits() == (-0.0f64).to_bits())
-    );
+    assert!(matches!(g.metadata().get("t.neg_zero"), Some(Value::F64(x)) if x.to_bits() == (-0.0f64).to_bits()));
     let mut expected = meta.clone();
     let mut got = g.metadata().clone();
     expected.set("t.f32_nan", 0u8);
     got.set("t.f32_nan", 0u8);
     assert_eq!(got, expected);
-    assert_eq!(
-        g.metadata().keys().collect::<Vec<_>>(),
-        meta.keys().collect::<Vec<_>>(),
-        "metadata order is preserved"
-    );
+    assert_eq!(g.metadata().keys().collect::<Vec<_>>(), meta.keys().collect::<Vec<_>>(), "metadata order is preserved");
 
     assert_eq!(g.tensors().len(), tensors.len());
     for (info, (spec, data)) in g.tensors().iter().zip(&tensors) {
@@ -136,39 +106,21 @@ fn every_value_type_and_several_tensor_types_round_trip() {
         assert_eq!(info.ggml_type(), spec.ggml_type);
         assert_eq!(info.offset() % 32, 0, "{}", info.name());
         assert_eq!(info.n_bytes(), data.len() as u64);
-        assert_eq!(
-            g.tensor_data(&file, info).unwrap(),
-            data.as_slice(),
-            "{}",
-            info.name()
-        );
+        assert_eq!(g.tensor_data(&file, info).unwrap(), data.as_slice(), "{}", info.name());
     }
     let q4k = g.tensor("q4_k").unwrap();
     assert_eq!(q4k.shape(), vec![1, 3, 256]);
     assert_eq!(q4k.dtype().unwrap(), DType::Q4K);
     assert_eq!(q4k.n_elements(), 768);
-    let err = g
-        .tensor("iq2_xxs")
-        .unwrap()
-        .dtype()
-        .unwrap_err()
-        .to_string();
-    assert_eq!(
-        err,
-        "tensor iq2_xxs has type IQ2_XXS, which apr-ir does not support"
-    );
+    let err = g.tensor("iq2_xxs").unwrap().dtype().unwrap_err().to_string();
+    assert_eq!(err, "tensor iq2_xxs has type IQ2_XXS, which apr-ir does not support");
     assert_eq!(g.tensor("scalar").unwrap().n_elements(), 1);
 
     // Writing what was read gives the same bytes.
     let again: Vec<(TensorSpec, &[u8])> = g
         .tensors()
         .iter()
-        .map(|t| {
-            (
-                TensorSpec::new(t.name(), t.dims().to_vec(), t.ggml_type()),
-                g.tensor_data(&file, t).unwrap(),
-            )
-        })
+        .map(|t| (TensorSpec::new(t.name(), t.dims().to_vec(), t.ggml_type()), g.tensor_data(&file, t).unwrap()))
         .collect();
     assert_eq!(write_gguf(Vec::new(), g.metadata(), &again).unwrap(), file);
 }
@@ -192,11 +144,7 @@ fn custom_alignment_is_respected() {
         let align = u64::from(align);
         assert_eq!(g.alignment(), align);
         assert_eq!(g.data_offset() % align, 0);
-        assert_eq!(
-            file.len() as u64 % align,
-            0,
-            "the last tensor is padded too"
-        );
+        assert_eq!(file.len() as u64 % align, 0, "the last tensor is padded too");
         let offsets: Vec<u64> = g.tensors().iter().map(|t| t.offset()).collect();
         let pad = |n: u64| n.div_ceil(align) * align;
         assert_eq!(offsets, vec![0, pad(12), pad(12) + pad(68)]);
@@ -209,10 +157,7 @@ fn custom_alignment_is_respected() {
 #[test]
 fn streaming_writer_checks_order_sizes_and_completion() {
     let meta = Metadata::new();
-    let specs = vec![
-        TensorSpec::new("x", vec![4], DType::F32),
-        TensorSpec::new("y", vec![2], DType::F32),
-    ];
+    let specs = vec![TensorSpec::new("x", vec![4], DType::F32), TensorSpec::new("y", vec![2], DType::F32)];
     let mut w = GgufWriter::new(Vec::new(), &meta, specs.clone()).unwrap();
     assert_eq!(w.tensors()[1].offset(), 32);
     let e = w.write_tensor("y", &[0; 8]).unwrap_err();
@@ -225,77 +170,35 @@ fn streaming_writer_checks_order_sizes_and_completion() {
     let e = w.write_tensor_chunk("x", &[1; 7]).unwrap_err();
     assert!(e.to_string().contains("got 17 bytes, expected 16"), "{e}");
     w.write_tensor_chunk("x", &[1; 6]).unwrap();
-    let e = GgufWriter::new(Vec::new(), &meta, specs.clone())
-        .unwrap()
-        .finish()
-        .unwrap_err();
-    assert!(
-        e.to_string()
-            .contains("2 planned tensor(s) were not written, starting with x"),
-        "{e}"
-    );
+    let e = GgufWriter::new(Vec::new(), &meta, specs.clone()).unwrap().finish().unwrap_err();
+    assert!(e.to_string().contains("2 planned tensor(s) were not written, starting with x"), "{e}");
     w.write_tensor("y", &[2; 8]).unwrap();
     let e = w.write_tensor("z", &[]).unwrap_err();
     assert!(e.to_string().contains("no more tensors"), "{e}");
     let file = w.finish().unwrap();
     let g = Gguf::parse(&file).unwrap();
-    assert_eq!(
-        g.tensor_data(&file, g.tensor("x").unwrap()).unwrap(),
-        &[1; 16]
-    );
-    assert_eq!(
-        g.tensor_data(&file, g.tensor("y").unwrap()).unwrap(),
-        &[2; 8]
-    );
+    assert_eq!(g.tensor_data(&file, g.tensor("x").unwrap()).unwrap(), &[1; 16]);
+    assert_eq!(g.tensor_data(&file, g.tensor("y").unwrap()).unwrap(), &[2; 8]);
 }
 
 #[test]
 fn writer_refuses_what_the_reader_would_refuse() {
     let ok = Metadata::new();
     let cases: Vec<(Metadata, Vec<TensorSpec>, &str)> = vec![
-        (
-            [("general.alignment", 0u32)].into_iter().collect(),
-            vec![],
-            "nonzero power of two",
-        ),
-        (
-            [("general.alignment", 48u32)].into_iter().collect(),
-            vec![],
-            "nonzero power of two",
-        ),
-        (
-            [("general.alignment", 64u64)].into_iter().collect(),
-            vec![],
-            "expected u32",
-        ),
+        ([("general.alignment", 0u32)].into_iter().collect(), vec![], "nonzero power of two"),
+        ([("general.alignment", 48u32)].into_iter().collect(), vec![], "nonzero power of two"),
+        ([("general.alignment", 64u64)].into_iter().collect(), vec![], "expected u32"),
+        (ok.clone(), vec![TensorSpec::new("q", vec![33], DType::Q8_0)], "not a multiple of the Q8_0 block length 32"),
+        (ok.clone(), vec![TensorSpec::new("z", vec![4, 0], DType::F32)], "dimension 1 (ne1) is 0"),
+        (ok.clone(), vec![TensorSpec::new("d", vec![1; 5], DType::F32)], "5 dimensions"),
         (
             ok.clone(),
-            vec![TensorSpec::new("q", vec![33], DType::Q8_0)],
-            "not a multiple of the Q8_0 block length 32",
-        ),
-        (
-            ok.clone(),
-            vec![TensorSpec::new("z", vec![4, 0], DType::F32)],
-            "dimension 1 (ne1) is 0",
-        ),
-        (
-            ok.clone(),
-            vec![TensorSpec::new("d", vec![1; 5], DType::F32)],
-            "5 dimensions",
-        ),
-        (
-            ok.clone(),
-            vec![
-                TensorSpec::new("t", vec![1], DType::F32),
-                TensorSpec::new("t", vec![1], DType::F32),
-            ],
+            vec![TensorSpec::new("t", vec![1], DType::F32), TensorSpec::new("t", vec![1], DType::F32)],
             "duplicate tensor name t",
         ),
     ];
     for (meta, specs, needle) in cases {
-        let e = GgufWriter::new(Vec::new(), &meta, specs)
-            .unwrap_err()
-            .to_string();
+        let e = GgufWriter::new(Vec::new(), &meta, specs).unwrap_err().to_string();
         assert!(e.contains(needle), "{e:?} should contain {needle:?}");
     }
     let mut deep = Array::U8(vec![1]);
@@ -303,25 +206,15 @@ fn writer_refuses_what_the_reader_would_refuse() {
         deep = Array::Array(vec![deep]);
     }
     let meta: Metadata = [("deep", deep)].into_iter().collect();
-    let e = GgufWriter::new(Vec::new(), &meta, vec![])
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("metadata key deep: arrays nested deeper than 8"),
-        "{e}"
-    );
+    let e = GgufWriter::new(Vec::new(), &meta, vec![]).unwrap_err().to_string();
+    assert!(e.contains("metadata key deep: arrays nested deeper than 8"), "{e}");
 }
 
 #[test]
 fn version_2_files_are_read() {
     let meta: Metadata = [("general.architecture", "llama")].into_iter().collect();
     let data = bytes(8, 0);
-    let mut file = write_gguf(
-        Vec::new(),
-        &meta,
-        &[(TensorSpec::new("w", vec![2], DType::F32), &data)],
-    )
-    .unwrap();
+    let mut file = write_gguf(Vec::new(), &meta, &[(TensorSpec::new("w", vec![2], DType::F32), &data)]).unwrap();
     file[4..8].copy_from_slice(&2u32.to_le_bytes());
     let g = Gguf::parse(&file).unwrap();
     assert_eq!(g.version(), 2);
@@ -335,12 +228,7 @@ fn files_on_disk_are_mapped() {
     let path = dir.join("disk.gguf");
     let meta: Metadata = [("general.name", "disk")].into_iter().collect();
     let w = bytes(256 * 2 / 32 * 34, 9);
-    write_gguf_file(
-        &path,
-        &meta,
-        &[(TensorSpec::new("w", vec![256, 2], DType::Q8_0), &w)],
-    )
-    .unwrap();
+    write_gguf_file(&path, &meta, &[(TensorSpec::new("w", vec![256, 2], DType::Q8_0), &w)]).unwrap();
     let f = GgufFile::open(&path).unwrap();
     assert_eq!(f.path(), path);
     assert_eq!(f.gguf().metadata().get_str("general.name").unwrap(), "disk");
@@ -348,18 +236,11 @@ fn files_on_disk_are_mapped() {
     assert_eq!(info.dims(), &[256, 2]);
     assert_eq!(data, w.as_slice());
     assert_eq!(f.tensor_data(info), w.as_slice());
-    assert!(f
-        .tensor("nope")
-        .unwrap_err()
-        .to_string()
-        .contains("no tensor named nope"));
+    assert!(f.tensor("nope").unwrap_err().to_string().contains("no tensor named nope"));
 
     let missing = dir.join("missing.gguf");
     let e = GgufFile::open(&missing).unwrap_err().to_string();
-    assert!(
-        e.contains("cannot read") && e.contains("missing.gguf"),
-        "{e}"
-    );
+    assert!(e.contains("cannot read") && e.contains("missing.gguf"), "{e}");
     let empty = dir.join("empty.gguf");
     std::fs::write(&empty, b"").unwrap();
     let e = GgufFile::open(&empty).unwrap_err().to_string();
@@ -381,10 +262,7 @@ fn reads_a_file_written_by_gguf_py() {
     assert_eq!(g.version(), 3);
     assert_eq!(g.alignment(), 32);
     assert_eq!(g.architecture().unwrap(), "llama");
-    assert_eq!(
-        m.keys().take(3).collect::<Vec<_>>(),
-        ["general.architecture", "general.name", "sample.u8"]
-    );
+    assert_eq!(m.keys().take(3).collect::<Vec<_>>(), ["general.architecture", "general.name", "sample.u8"]);
     assert_eq!(m.len(), 20);
     assert_eq!(m.get_str("general.name").unwrap(), "sample");
     assert_eq!(m.get("sample.u8"), Some(&Value::U8(200)));
@@ -402,80 +280,40 @@ fn reads_a_file_written_by_gguf_py() {
     assert_eq!(m.get_usize("llama.block_count").unwrap(), 2);
     assert_eq!(m.get_i64("sample.u16").unwrap(), 60000);
     assert_eq!(m.get_f32("llama.rope.freq_base").unwrap(), 10000.0);
-    assert_eq!(
-        m.get_f32("llama.attention.layer_norm_rms_epsilon").unwrap(),
-        1e-5
-    );
+    assert_eq!(m.get_f32("llama.attention.layer_norm_rms_epsilon").unwrap(), 1e-5);
     assert_eq!(m.get_f32("sample.f64").unwrap(), 0.1);
     let e = m.get_u32("sample.i32").unwrap_err().to_string();
-    assert_eq!(
-        e,
-        "metadata key sample.i32: value -123456 does not fit in u32"
-    );
+    assert_eq!(e, "metadata key sample.i32: value -123456 does not fit in u32");
     let e = m.get_f32("general.name").unwrap_err().to_string();
-    assert_eq!(
-        e,
-        "metadata key general.name has type string, expected f32 or f64"
-    );
-    assert_eq!(
-        m.get_str_array("tokenizer.ggml.tokens").unwrap(),
-        ["<s>", "</s>", "a", "b", "ab"]
-    );
-    assert_eq!(
-        m.get_f32_array("tokenizer.ggml.scores").unwrap(),
-        [0.0, -1.0, -2.5, -3.0, -4.0]
-    );
-    assert_eq!(
-        m.get_i32_array("tokenizer.ggml.token_type").unwrap(),
-        [3, 3, 1, 1, 1]
-    );
-    assert_eq!(
-        m.get_as::<Vec<bool>>("sample.bools").unwrap(),
-        [true, false, true]
-    );
+    assert_eq!(e, "metadata key general.name has type string, expected f32 or f64");
+    assert_eq!(m.get_str_array("tokenizer.ggml.tokens").unwrap(), ["<s>", "</s>", "a", "b", "ab"]);
+    assert_eq!(m.get_f32_array("tokenizer.ggml.scores").unwrap(), [0.0, -1.0, -2.5, -3.0, -4.0]);
+    assert_eq!(m.get_i32_array("tokenizer.ggml.token_type").unwrap(), [3, 3, 1, 1, 1]);
+    assert_eq!(m.get_as::<Vec<bool>>("sample.bools").unwrap(), [true, false, true]);
     assert_eq!(
         m.get_array("sample.nested").unwrap(),
-        &Array::Array(vec![
-            Array::I32(vec![1, 2]),
-            Array::I32(vec![3]),
-            Array::I32(vec![4, 5, 6])
-        ])
+        &Array::Array(vec![Array::I32(vec![1, 2]), Array::I32(vec![3]), Array::I32(vec![4, 5, 6])])
     );
     let e = m.get_str_array("sample.nested").unwrap_err().to_string();
-    assert_eq!(
-        e,
-        "metadata key sample.nested has type array of array, expected array of string"
-    );
+    assert_eq!(e, "metadata key sample.nested has type array of array, expected array of string");
 
     let names: Vec<&str> = g.tensors().iter().map(|t| t.name()).collect();
     assert_eq!(names, ["f32.weight", "f16.weight", "q8_0.weight"]);
 
     let (t, data) = f.tensor("f32.weight").unwrap();
-    assert_eq!(
-        (t.dims(), t.shape(), t.dtype().unwrap()),
-        (&[3u64, 2][..], vec![2, 3], DType::F32)
-    );
-    let vals: Vec<f32> = data
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect();
+    assert_eq!((t.dims(), t.shape(), t.dtype().unwrap()), (&[3u64, 2][..], vec![2, 3], DType::F32));
+    let vals: Vec<f32> = data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
     assert_eq!(vals, [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
 
     let (t, data) = f.tensor("f16.weight").unwrap();
     assert_eq!((t.dims(), t.dtype().unwrap()), (&[8u64, 4][..], DType::F16));
-    let vals: Vec<f32> = data
-        .chunks_exact(2)
-        .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
-        .collect();
+    let vals: Vec<f32> = data.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect();
     let want: Vec<f32> = (0..32).map(|i| (i as f32 - 16.0) / 4.0).collect();
     assert_eq!(vals, want);
 
     // Q8_0: blocks of an f16 scale and 32 signed bytes; x = d * q.
     let (t, data) = f.tensor("q8_0.weight").unwrap();
-    assert_eq!(
-        (t.dims(), t.dtype().unwrap(), t.n_bytes()),
-        (&[64u64, 2][..], DType::Q8_0, 4 * 34)
-    );
+    assert_eq!((t.dims(), t.dtype().unwrap(), t.n_bytes()), (&[64u64, 2][..], DType::Q8_0, 4 * 34));
     assert_eq!(data.len(), 4 * 34);
     for (b, block) in data.chunks_exact(34).enumerate() {
         let d = f16::from_le_bytes([block[0], block[1]]).to_f32();
@@ -485,8 +323,5 @@ fn reads_a_file_written_by_gguf_py() {
             assert!((got - x).abs() <= d, "block {b} elem {j}: {got} vs {x}");
         }
     }
-    assert_eq!(
-        g.tensors().iter().map(|t| t.offset()).collect::<Vec<_>>(),
-        [0, 32, 96]
-    );
+    assert_eq!(g.tensors().iter().map(|t| t.offset()).collect::<Vec<_>>(), [0, 32, 96]);
 }

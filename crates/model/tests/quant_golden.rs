@@ -35,10 +35,7 @@ fn fixture(dtype: DType, suffix: &str) -> Vec<u8> {
 
 fn f32s(bytes: &[u8]) -> Vec<f32> {
     assert_eq!(bytes.len() % 4, 0, "f32 fixture of {} bytes", bytes.len());
-    bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect()
+    bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
 }
 
 /// Equal bits, both NaN, or within f32 rounding of the reference `want`.
@@ -73,11 +70,7 @@ fn check_quantize(dtype: DType) {
     quantize(dtype, &src, &mut got).unwrap();
     let block_bytes = dtype.block_bytes() as usize;
     let block_len = dtype.block_len() as usize;
-    for (b, (g, w)) in got
-        .chunks_exact(block_bytes)
-        .zip(want.chunks_exact(block_bytes))
-        .enumerate()
-    {
+    for (b, (g, w)) in got.chunks_exact(block_bytes).zip(want.chunks_exact(block_bytes)).enumerate() {
         assert_eq!(
             g,
             w,
@@ -91,15 +84,9 @@ fn check_quantize(dtype: DType) {
 fn check_dot(dtype: DType) {
     let blocks = fixture(dtype, "blocks");
     let values = f32s(&fixture(dtype, "f32"));
-    let x: Vec<f32> = (0..values.len())
-        .map(|i| ((i * 7919) % 257) as f32 / 128.0 - 1.0)
-        .collect();
+    let x: Vec<f32> = (0..values.len()).map(|i| ((i * 7919) % 257) as f32 / 128.0 - 1.0).collect();
     let want: f64 = values.iter().zip(&x).map(|(&v, &x)| f64::from(v * x)).sum();
-    let magnitude: f64 = values
-        .iter()
-        .zip(&x)
-        .map(|(&v, &x)| f64::from((v * x).abs()))
-        .sum();
+    let magnitude: f64 = values.iter().zip(&x).map(|(&v, &x)| f64::from((v * x).abs())).sum();
     let got = dot_row(dtype, &blocks, &x).unwrap();
     assert!(
         (f64::from(got) - want).abs() <= 1e-5 * magnitude.max(1.0),

@@ -66,11 +66,7 @@ fn round_trip(dtype: DType, x: &[f32]) -> Vec<f32> {
 }
 
 fn relative_rms_error(x: &[f32], y: &[f32]) -> f64 {
-    let err: f64 = x
-        .iter()
-        .zip(y)
-        .map(|(&a, &b)| f64::from(a - b).powi(2))
-        .sum();
+    let err: f64 = x.iter().zip(y).map(|(&a, &b)| f64::from(a - b).powi(2)).sum();
     let norm: f64 = x.iter().map(|&a| f64::from(a).powi(2)).sum();
     (err / norm).sqrt()
 }
@@ -146,10 +142,8 @@ fn parallel_path_matches_small_calls() {
         let mut y = vec![0.0; x.len()];
         dequantize(dtype, &whole, &mut y).unwrap();
 
-        for (i, (xs, (packed, ys))) in x
-            .chunks(chunk_elems)
-            .zip(whole.chunks(chunk_bytes).zip(y.chunks(chunk_elems)))
-            .enumerate()
+        for (i, (xs, (packed, ys))) in
+            x.chunks(chunk_elems).zip(whole.chunks(chunk_bytes).zip(y.chunks(chunk_elems))).enumerate()
         {
             let mut small = vec![0; chunk_bytes];
             quantize(dtype, xs, &mut small).unwrap();
@@ -166,10 +160,7 @@ fn parallel_path_matches_small_calls() {
 #[test]
 fn zero_rows_round_trip_to_zero() {
     for dtype in quantizable() {
-        assert!(
-            round_trip(dtype, &[0.0; ROW]).iter().all(|&v| v == 0.0),
-            "{dtype}"
-        );
+        assert!(round_trip(dtype, &[0.0; ROW]).iter().all(|&v| v == 0.0), "{dtype}");
     }
 }
 

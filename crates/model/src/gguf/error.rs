@@ -46,9 +46,7 @@ pub enum GgufError {
         version: u32,
     },
     /// A field runs past the end of the file.
-    #[error(
-        "file truncated at byte {offset}: {what} needs {needed} bytes but only {remaining} remain"
-    )]
+    #[error("file truncated at byte {offset}: {what} needs {needed} bytes but only {remaining} remain")]
     Truncated {
         /// Where the field starts.
         offset: u64,
@@ -77,9 +75,7 @@ pub enum GgufError {
         remaining: u64,
     },
     /// A string length that the rest of the file cannot hold.
-    #[error(
-        "{what}: string length {len} at byte {offset} exceeds the {remaining} remaining bytes"
-    )]
+    #[error("{what}: string length {len} at byte {offset} exceeds the {remaining} remaining bytes")]
     StringTooLong {
         /// Where the length field starts.
         offset: u64,

@@ -41,11 +41,7 @@ impl Metadata {
     }
 
     /// Appends an entry; a key that is already present is an error.
-    pub fn push(
-        &mut self,
-        key: impl Into<String>,
-        value: impl Into<Value>,
-    ) -> Result<(), GgufError> {
+    pub fn push(&mut self, key: impl Into<String>, value: impl Into<Value>) -> Result<(), GgufError> {
         let key = key.into();
         if self.index.contains_key(&key) {
             return Err(GgufError::DuplicateKey { key });
@@ -60,10 +56,7 @@ impl Metadata {
         let key = key.into();
         let value = value.into();
         match self.index.get(&key) {
-            Some(&i) => self
-                .entries
-                .get_mut(i)
-                .map(|e| std::mem::replace(&mut e.1, value)),
+            Some(&i) => self.entries.get_mut(i).map(|e| std::mem::replace(&mut e.1, value)),
             None => {
                 self.index.insert(key.clone(), self.entries.len());
                 self.entries.push((key, value));
@@ -95,9 +88,7 @@ impl Metadata {
 
     /// The value of `key`, or [`GgufError::MissingKey`].
     pub fn require(&self, key: &str) -> Result<&Value, GgufError> {
-        self.get(key).ok_or_else(|| GgufError::MissingKey {
-            key: key.to_owned(),
-        })
+        self.get(key).ok_or_else(|| GgufError::MissingKey { key: key.to_owned() })
     }
 
     /// The value of `key` converted to `T` (see [`FromValue`]); missing is an error.
@@ -160,10 +151,7 @@ impl Metadata {
     pub fn opt_str(&self, key: &str) -> Result<Option<&str>, GgufError> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v
-                .as_str()
-                .map(Some)
-                .ok_or_else(|| wrong_type(key, "string", v)),
+            Some(v) => v.as_str().map(Some).ok_or_else(|| wrong_type(key, "string", v)),
         }
     }
 
@@ -215,11 +203,7 @@ impl<K: Into<String>, V: Into<Value>> FromIterator<(K, V)> for Metadata {
 }
 
 fn wrong_type(key: &str, expected: &'static str, found: &Value) -> GgufError {
-    GgufError::WrongType {
-        key: key.to_owned(),
-        expected,
-        found: found.type_description(),
-    }
+    GgufError::WrongType { key: key.to_owned(), expected, found: found.type_description() }
 }
 
 /// Conversion from a metadata value, used by [`Metadata::get_as`].
@@ -279,11 +263,7 @@ fn narrow(key: &str, v: f64) -> Result<f32, GgufError> {
     #[allow(clippy::cast_possible_truncation)]
     let n = v as f32;
     if n.is_infinite() && v.is_finite() {
-        return Err(GgufError::OutOfRange {
-            key: key.to_owned(),
-            value: v.to_string(),
-            target: "f32",
-        });
+        return Err(GgufError::OutOfRange { key: key.to_owned(), value: v.to_string(), target: "f32" });
     }
     Ok(n)
 }
@@ -302,11 +282,9 @@ impl FromValue for Vec<f32> {
     fn from_value(key: &str, value: &Value) -> Result<Self, GgufError> {
         match value {
             Value::Array(Array::F32(v)) => Ok(v.clone()),
-            Value::Array(Array::F64(v)) => v
-                .iter()
-                .enumerate()
-                .map(|(i, &x)| narrow(&format!("{key}[{i}]"), x))
-                .collect(),
+            Value::Array(Array::F64(v)) => {
+                v.iter().enumerate().map(|(i, &x)| narrow(&format!("{key}[{i}]"), x)).collect()
+            }
             other => Err(wrong_type(key, "array of f32 or f64", other)),
         }
     }
@@ -342,10 +320,7 @@ impl FromValue for Vec<bool> {
 
 impl FromValue for String {
     fn from_value(key: &str, value: &Value) -> Result<Self, GgufError> {
-        value
-            .as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| wrong_type(key, "string", value))
+        value.as_str().map(str::to_owned).ok_or_else(|| wrong_type(key, "string", value))
     }
 }
 
@@ -379,20 +354,13 @@ mod tests {
         assert_eq!(m.get_u32("a").unwrap(), 7);
         assert_eq!(m.get_usize("a").unwrap(), 7);
         let e = m.get_u32("b").unwrap_err().to_string();
-        assert!(
-            e.contains("b") && e.contains("-1") && e.contains("u32"),
-            "{e}"
-        );
+        assert!(e.contains("b") && e.contains("-1") && e.contains("u32"), "{e}");
         assert!(m.get_i64("c").is_err());
         assert_eq!(m.get_f32("f").unwrap(), 1.5);
         assert_eq!(m.get_i32_array("ids").unwrap(), vec![1, 2, 3]);
         let e = m.get_str("a").unwrap_err().to_string();
         assert!(e.contains("has type i32, expected string"), "{e}");
-        assert!(m
-            .get_u32("nope")
-            .unwrap_err()
-            .to_string()
-            .contains("nope is missing"));
+        assert!(m.get_u32("nope").unwrap_err().to_string().contains("nope is missing"));
         assert_eq!(m.opt_as::<u32>("nope").unwrap(), None);
         assert!(m.push("a", 1u8).is_err());
         assert_eq!(m.set("a", 9u8), Some(Value::I32(7)));

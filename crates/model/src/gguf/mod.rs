@@ -79,9 +79,7 @@ impl Gguf {
 
     /// The tensor named `name`, or [`GgufError::MissingTensor`].
     pub fn require_tensor(&self, name: &str) -> Result<&TensorInfo, GgufError> {
-        self.tensor(name).ok_or_else(|| GgufError::MissingTensor {
-            tensor: name.to_owned(),
-        })
+        self.tensor(name).ok_or_else(|| GgufError::MissingTensor { tensor: name.to_owned() })
     }
 
     /// `general.architecture` (`llama`, `qwen2`), which prefixes the model's own keys.
@@ -147,10 +145,7 @@ impl GgufFile {
     /// Maps the file and parses its header.
     pub fn open(path: impl AsRef<Path>) -> Result<GgufFile, GgufError> {
         let path = path.as_ref().to_path_buf();
-        let io = |source| GgufError::Io {
-            path: path.clone(),
-            source,
-        };
+        let io = |source| GgufError::Io { path: path.clone(), source };
         let file = File::open(&path).map_err(io)?;
         // SAFETY: the map is read-only and private to this process. Another process that
         // truncates or rewrites the file while it is mapped can change or unmap the bytes

@@ -56,12 +56,7 @@ impl<'a> Cursor<'a> {
     fn take(&mut self, n: u64, what: impl FnOnce() -> String) -> Result<&'a [u8], GgufError> {
         let remaining = self.remaining();
         if n > remaining {
-            return Err(GgufError::Truncated {
-                offset: self.offset(),
-                what: what(),
-                needed: n,
-                remaining,
-            });
+            return Err(GgufError::Truncated { offset: self.offset(), what: what(), needed: n, remaining });
         }
         // n <= remaining <= usize::MAX, so the cast and the addition are exact.
         let end = self.pos + n as usize;
@@ -70,10 +65,7 @@ impl<'a> Cursor<'a> {
         Ok(slice)
     }
 
-    fn array<const N: usize>(
-        &mut self,
-        what: impl FnOnce() -> String,
-    ) -> Result<[u8; N], GgufError> {
+    fn array<const N: usize>(&mut self, what: impl FnOnce() -> String) -> Result<[u8; N], GgufError> {
         let s = self.take(N as u64, what)?;
         let mut out = [0u8; N];
         out.copy_from_slice(s);
@@ -94,21 +86,11 @@ impl<'a> Cursor<'a> {
         let len = self.u64(|| format!("length of {}", what()))?;
         let remaining = self.remaining();
         if len > remaining {
-            return Err(GgufError::StringTooLong {
-                offset: len_offset,
-                what: what(),
-                len,
-                remaining,
-            });
+            return Err(GgufError::StringTooLong { offset: len_offset, what: what(), len, remaining });
         }
         let start = self.offset();
         let raw = self.take(len, &what)?;
-        std::str::from_utf8(raw)
-            .map(str::to_owned)
-            .map_err(|_| GgufError::InvalidUtf8 {
-                offset: start,
-                what: what(),
-            })
+        std::str::from_utf8(raw).map(str::to_owned).map_err(|_| GgufError::InvalidUtf8 { offset: start, what: what() })
     }
 
     /// A count of entries each at least `min_size` bytes, checked against what remains.
@@ -118,13 +100,7 @@ impl<'a> Cursor<'a> {
         let remaining = self.remaining();
         match count.checked_mul(min_size) {
             Some(need) if need <= remaining => Ok(usize::try_from(count).unwrap_or(usize::MAX)),
-            _ => Err(GgufError::CountTooLarge {
-                offset,
-                what: what(),
-                count,
-                min_size,
-                remaining,
-            }),
+            _ => Err(GgufError::CountTooLarge { offset, what: what(), count, min_size, remaining }),
         }
     }
 }
@@ -136,9 +112,7 @@ fn fixed<const N: usize, T>(
     key: &str,
     conv: fn([u8; N]) -> T,
 ) -> Result<Vec<T>, GgufError> {
-    let raw = c.take((n as u64).saturating_mul(N as u64), || {
-        format!("elements of array {key}")
-    })?;
+    let raw = c.take((n as u64).saturating_mul(N as u64), || format!("elements of array {key}"))?;
     Ok(raw
         .chunks_exact(N)
         .map(|ch| {
@@ -154,22 +128,14 @@ fn read_bool(c: &mut Cursor<'_>, key: &str) -> Result<bool, GgufError> {
     match c.array::<1>(|| format!("value of key {key}"))? {
         [0] => Ok(false),
         [1] => Ok(true),
-        [value] => Err(GgufError::InvalidBool {
-            offset,
-            key: key.to_owned(),
-            value,
-        }),
+        [value] => Err(GgufError::InvalidBool { offset, key: key.to_owned(), value }),
     }
 }
 
 fn read_value_type(c: &mut Cursor<'_>, key: &str) -> Result<ValueType, GgufError> {
     let offset = c.offset();
     let type_id = c.u32(|| format!("value type of key {key}"))?;
-    ValueType::from_id(type_id).ok_or_else(|| GgufError::UnknownValueType {
-        offset,
-        key: key.to_owned(),
-        type_id,
-    })
+    ValueType::from_id(type_id).ok_or_else(|| GgufError::UnknownValueType { offset, key: key.to_owned(), type_id })
 }
 
 fn read_value(c: &mut Cursor<'_>, ty: ValueType, key: &str) -> Result<Value, GgufError> {
@@ -194,11 +160,7 @@ fn read_value(c: &mut Cursor<'_>, ty: ValueType, key: &str) -> Result<Value, Ggu
 /// An array at nesting level `depth` (1 for a top-level array).
 fn read_array(c: &mut Cursor<'_>, key: &str, depth: usize) -> Result<Array, GgufError> {
     if depth > MAX_ARRAY_DEPTH {
-        return Err(GgufError::ArrayTooDeep {
-            offset: c.offset(),
-            key: key.to_owned(),
-            max: MAX_ARRAY_DEPTH,
-        });
+        return Err(GgufError::ArrayTooDeep { offset: c.offset(), key: key.to_owned(), max: MAX_ARRAY_DEPTH });
     }
     let elem = read_value_type(c, key)?;
     let n = c.count(elem.min_size(), || format!("element count of array {key}"))?;
@@ -247,9 +209,7 @@ pub fn alignment_of(metadata: &Metadata) -> Result<u64, GgufError> {
     match metadata.get(ALIGNMENT_KEY) {
         None => Ok(DEFAULT_ALIGNMENT),
         Some(&Value::U32(a)) if a.is_power_of_two() => Ok(u64::from(a)),
-        Some(&Value::U32(a)) => Err(GgufError::BadAlignment {
-            value: u64::from(a),
-        }),
+        Some(&Value::U32(a)) => Err(GgufError::BadAlignment { value: u64::from(a) }),
         Some(other) => Err(GgufError::WrongType {
             key: ALIGNMENT_KEY.to_owned(),
             expected: "u32",
@@ -263,18 +223,13 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Gguf, GgufError> {
     let mut c = Cursor { bytes, pos: 0 };
     let magic = c.take(4, || "magic".into())?;
     if magic != GGUF_MAGIC {
-        return Err(GgufError::BadMagic {
-            found: escape(magic),
-        });
+        return Err(GgufError::BadMagic { found: escape(magic) });
     }
     let version = c.u32(|| "version".into())?;
     match version {
         2 | 3 => {}
         raw if (1..=3).contains(&raw.swap_bytes()) => {
-            return Err(GgufError::BigEndian {
-                raw,
-                version: raw.swap_bytes(),
-            })
+            return Err(GgufError::BigEndian { raw, version: raw.swap_bytes() })
         }
         v => return Err(GgufError::UnsupportedVersion { version: v }),
     }
@@ -296,10 +251,7 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Gguf, GgufError> {
         let name = c.string(|| format!("name of tensor {i}"))?;
         let n_dims = c.u32(|| format!("dimension count of tensor {name}"))?;
         if n_dims as usize > super::tensor::MAX_DIMS {
-            return Err(GgufError::TooManyDims {
-                tensor: name,
-                n_dims: u64::from(n_dims),
-            });
+            return Err(GgufError::TooManyDims { tensor: name, n_dims: u64::from(n_dims) });
         }
         let mut dims = Vec::with_capacity(n_dims as usize);
         for d in 0..n_dims {
@@ -308,11 +260,7 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Gguf, GgufError> {
         let type_offset = c.offset();
         let type_id = c.u32(|| format!("type of tensor {name}"))?;
         let Some(ggml_type) = GgmlType::from_id(type_id) else {
-            return Err(GgufError::UnknownGgmlType {
-                offset: type_offset,
-                tensor: name,
-                type_id,
-            });
+            return Err(GgufError::UnknownGgmlType { offset: type_offset, tensor: name, type_id });
         };
         let offset = c.u64(|| format!("data offset of tensor {name}"))?;
         if by_name.contains_key(&name) {
@@ -327,35 +275,16 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Gguf, GgufError> {
     let data_offset = header_len.next_multiple_of(alignment);
     let data_len = (bytes.len() as u64).saturating_sub(data_offset);
     check_layout(&tensors, alignment, data_len)?;
-    Ok(Gguf {
-        version,
-        metadata,
-        tensors,
-        by_name,
-        alignment,
-        data_offset,
-        data_len,
-    })
+    Ok(Gguf { version, metadata, tensors, by_name, alignment, data_offset, data_len })
 }
 
 /// Every tensor aligned, inside the data section, and disjoint from every other.
-pub(super) fn check_layout(
-    tensors: &[TensorInfo],
-    alignment: u64,
-    data_len: u64,
-) -> Result<(), GgufError> {
+pub(super) fn check_layout(tensors: &[TensorInfo], alignment: u64, data_len: u64) -> Result<(), GgufError> {
     for t in tensors {
         if !t.offset().is_multiple_of(alignment) {
-            return Err(GgufError::MisalignedOffset {
-                tensor: t.name().to_owned(),
-                offset: t.offset(),
-                alignment,
-            });
+            return Err(GgufError::MisalignedOffset { tensor: t.name().to_owned(), offset: t.offset(), alignment });
         }
-        if t.offset()
-            .checked_add(t.n_bytes())
-            .is_none_or(|end| end > data_len)
-        {
+        if t.offset().checked_add(t.n_bytes()).is_none_or(|end| end > data_len) {
             return Err(GgufError::TensorOutOfRange {
                 tensor: t.name().to_owned(),
                 offset: t.offset(),
@@ -371,10 +300,7 @@ pub(super) fn check_layout(
     for t in order {
         if let Some((end, owner)) = reach {
             if t.offset() < end {
-                return Err(GgufError::TensorOverlap {
-                    first: owner.name().to_owned(),
-                    second: t.name().to_owned(),
-                });
+                return Err(GgufError::TensorOverlap { first: owner.name().to_owned(), second: t.name().to_owned() });
             }
         }
         let end = t.offset() + t.n_bytes();

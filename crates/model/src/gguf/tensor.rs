@@ -37,18 +37,12 @@ impl TensorInfo {
     ) -> Result<TensorInfo, GgufError> {
         let name = name.into();
         if dims.len() > MAX_DIMS {
-            return Err(GgufError::TooManyDims {
-                tensor: name,
-                n_dims: dims.len() as u64,
-            });
+            return Err(GgufError::TooManyDims { tensor: name, n_dims: dims.len() as u64 });
         }
         if let Some(axis) = dims.iter().position(|&d| d == 0) {
             return Err(GgufError::ZeroDim { tensor: name, axis });
         }
-        let n_elements = dims
-            .iter()
-            .try_fold(1u64, |acc, &d| acc.checked_mul(d))
-            .filter(|&n| i64::try_from(n).is_ok());
+        let n_elements = dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d)).filter(|&n| i64::try_from(n).is_ok());
         let Some(n_elements) = n_elements else {
             return Err(GgufError::SizeOverflow { tensor: name, dims });
         };
@@ -64,14 +58,7 @@ impl TensorInfo {
         let Some(n_bytes) = ggml_type.bytes_for(n_elements) else {
             return Err(GgufError::SizeOverflow { tensor: name, dims });
         };
-        Ok(TensorInfo {
-            name,
-            dims,
-            ggml_type,
-            offset,
-            n_elements,
-            n_bytes,
-        })
+        Ok(TensorInfo { name, dims, ggml_type, offset, n_elements, n_bytes })
     }
 
     /// The tensor's name (`blk.0.attn_q.weight`).
@@ -115,10 +102,7 @@ impl TensorInfo {
     pub fn dtype(&self) -> Result<DType, GgufError> {
         self.ggml_type
             .to_dtype()
-            .ok_or_else(|| GgufError::UnsupportedType {
-                tensor: self.name.clone(),
-                ggml_type: self.ggml_type.name(),
-            })
+            .ok_or_else(|| GgufError::UnsupportedType { tensor: self.name.clone(), ggml_type: self.ggml_type.name() })
     }
 }
 
@@ -142,11 +126,6 @@ mod tests {
         assert!(TensorInfo::new("w", vec![1 << 32, 1 << 32], GgmlType::F32, 0).is_err());
         assert!(TensorInfo::new("w", vec![1 << 62], GgmlType::F32, 0).is_err());
         assert!(TensorInfo::new("w", vec![1, 0], GgmlType::F32, 0).is_err());
-        assert_eq!(
-            TensorInfo::new("s", vec![], GgmlType::F32, 0)
-                .unwrap()
-                .n_bytes(),
-            4
-        );
+        assert_eq!(TensorInfo::new("s", vec![], GgmlType::F32, 0).unwrap().n_bytes(), 4);
     }
 }

@@ -176,9 +176,7 @@ impl Value {
             Value::I32(v) => v as i128,
             Value::U64(v) => v as i128,
             Value::I64(v) => v as i128,
-            Value::F32(_) | Value::Bool(_) | Value::String(_) | Value::Array(_) | Value::F64(_) => {
-                return None
-            }
+            Value::F32(_) | Value::Bool(_) | Value::String(_) | Value::Array(_) | Value::F64(_) => return None,
         })
     }
 
@@ -287,9 +285,7 @@ impl Array {
             Array::I32(v) => v.get(i).map(|&x| i128::from(x)),
             Array::U64(v) => v.get(i).map(|&x| i128::from(x)),
             Array::I64(v) => v.get(i).map(|&x| i128::from(x)),
-            Array::F32(_) | Array::Bool(_) | Array::String(_) | Array::Array(_) | Array::F64(_) => {
-                None
-            }
+            Array::F32(_) | Array::Bool(_) | Array::String(_) | Array::Array(_) | Array::F64(_) => None,
         }
     }
 

@@ -39,11 +39,7 @@ pub struct TensorSpec {
 impl TensorSpec {
     /// A spec; `ggml_type` may be a [`GgmlType`] or an apr-ir `DType`.
     pub fn new(name: impl Into<String>, dims: Vec<u64>, ggml_type: impl Into<GgmlType>) -> Self {
-        TensorSpec {
-            name: name.into(),
-            dims,
-            ggml_type: ggml_type.into(),
-        }
+        TensorSpec { name: name.into(), dims, ggml_type: ggml_type.into() }
     }
 }
 
@@ -62,11 +58,7 @@ pub struct GgufWriter<W: Write> {
 
 impl<W: Write> GgufWriter<W> {
     /// Plans the file and writes its header (and the padding before the data section).
-    pub fn new(
-        mut out: W,
-        metadata: &Metadata,
-        tensors: Vec<TensorSpec>,
-    ) -> Result<Self, GgufError> {
+    pub fn new(mut out: W, metadata: &Metadata, tensors: Vec<TensorSpec>) -> Result<Self, GgufError> {
         let alignment = alignment_of(metadata)?;
         let mut plan = Vec::with_capacity(tensors.len());
         let mut names = HashSet::with_capacity(tensors.len());
@@ -76,13 +68,10 @@ impl<W: Write> GgufWriter<W> {
                 return Err(GgufError::DuplicateTensor { tensor: spec.name });
             }
             let info = TensorInfo::new(spec.name, spec.dims, spec.ggml_type, offset)?;
-            offset = offset
-                .checked_add(info.n_bytes())
-                .and_then(|end| end.checked_next_multiple_of(alignment))
-                .ok_or_else(|| GgufError::SizeOverflow {
-                    tensor: info.name().to_owned(),
-                    dims: info.dims().to_vec(),
-                })?;
+            offset =
+                offset.checked_add(info.n_bytes()).and_then(|end| end.checked_next_multiple_of(alignment)).ok_or_else(
+                    || GgufError::SizeOverflow { tensor: info.name().to_owned(), dims: info.dims().to_vec() },
+                )?;
             plan.push(info);
         }
 
@@ -117,19 +106,8 @@ impl<W: Write> GgufWriter<W> {
         let data_offset = (header.len() as u64).next_multiple_of(alignment);
         header.resize(usize::try_from(data_offset).unwrap_or(header.len()), 0);
         out.write_all(&header).map_err(GgufError::Write)?;
-        tracing::debug!(
-            tensors = plan.len(),
-            header_bytes = data_offset,
-            "GGUF header written"
-        );
-        Ok(GgufWriter {
-            out,
-            plan,
-            alignment,
-            data_offset,
-            next: 0,
-            written: 0,
-        })
+        tracing::debug!(tensors = plan.len(), header_bytes = data_offset, "GGUF header written");
+        Ok(GgufWriter { out, plan, alignment, data_offset, next: 0, written: 0 })
     }
 
     /// The planned tensors, with their data offsets, in the order they must be written.
@@ -166,11 +144,7 @@ impl<W: Write> GgufWriter<W> {
         let expected = self.expect(name)?.n_bytes();
         let got = self.written.saturating_add(chunk.len() as u64);
         if got > expected {
-            return Err(GgufError::TensorSize {
-                tensor: name.to_owned(),
-                got,
-                expected,
-            });
+            return Err(GgufError::TensorSize { tensor: name.to_owned(), got, expected });
         }
         self.out.write_all(chunk).map_err(GgufError::Write)?;
         self.written = got;
@@ -187,10 +161,7 @@ impl<W: Write> GgufWriter<W> {
     /// Checks that every planned tensor was written, flushes, and returns the output.
     pub fn finish(mut self) -> Result<W, GgufError> {
         if let Some(t) = self.plan.get(self.next) {
-            return Err(GgufError::MissingTensors {
-                missing: self.plan.len() - self.next,
-                next: t.name().to_owned(),
-            });
+            return Err(GgufError::MissingTensors { missing: self.plan.len() - self.next, next: t.name().to_owned() });
         }
         self.out.flush().map_err(GgufError::Write)?;
         Ok(self.out)
@@ -200,10 +171,7 @@ impl<W: Write> GgufWriter<W> {
     fn expect(&self, name: &str) -> Result<&TensorInfo, GgufError> {
         match self.plan.get(self.next) {
             Some(t) if t.name() == name => Ok(t),
-            Some(t) => Err(GgufError::TensorOrder {
-                tensor: name.to_owned(),
-                expected: t.name().to_owned(),
-            }),
+            Some(t) => Err(GgufError::TensorOrder { tensor: name.to_owned(), expected: t.name().to_owned() }),
             None => Err(GgufError::TensorOrder {
                 tensor: name.to_owned(),
                 expected: format!("no more tensors (all {} written)", self.plan.len()),
@@ -213,11 +181,7 @@ impl<W: Write> GgufWriter<W> {
 }
 
 /// Writes a whole GGUF file to `out` from metadata and (spec, bytes) pairs; returns `out`.
-pub fn write_gguf<W: Write>(
-    out: W,
-    metadata: &Metadata,
-    tensors: &[(TensorSpec, &[u8])],
-) -> Result<W, GgufError> {
+pub fn write_gguf<W: Write>(out: W, metadata: &Metadata, tensors: &[(TensorSpec, &[u8])]) -> Result<W, GgufError> {
     let specs = tensors.iter().map(|(s, _)| s.clone()).collect();
     let mut w = GgufWriter::new(out, metadata, specs)?;
     for (spec, bytes) in tensors {
@@ -233,18 +197,10 @@ pub fn write_gguf_file(
     tensors: &[(TensorSpec, &[u8])],
 ) -> Result<(), GgufError> {
     let path = path.as_ref();
-    let file = File::create(path).map_err(|source| GgufError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let file = File::create(path).map_err(|source| GgufError::Io { path: path.to_path_buf(), source })?;
     let out = write_gguf(BufWriter::new(file), metadata, tensors)?;
-    let file = out
-        .into_inner()
-        .map_err(|e| GgufError::Write(e.into_error()))?;
-    file.sync_all().map_err(|source| GgufError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    let file = out.into_inner().map_err(|e| GgufError::Write(e.into_error()))?;
+    file.sync_all().map_err(|source| GgufError::Io { path: path.to_path_buf(), source })
 }
 
 fn put_str(buf: &mut Vec<u8>, s: &str) {

@@ -89,13 +89,7 @@ fn nibble_at(s: usize, l: usize) -> (usize, usize) {
 }
 
 /// Encode a `q4_k` (`levels` = 15, no `qh`) or `q5_k` (`levels` = 31) super-block.
-fn encode_affine(
-    x: &Values,
-    levels: u8,
-    head: &mut [u8],
-    qs: &mut [u8],
-    mut qh: Option<&mut [u8]>,
-) {
+fn encode_affine(x: &Values, levels: u8, head: &mut [u8], qs: &mut [u8], mut qh: Option<&mut [u8]>) {
     // Each sub-block spans [−min, −min + levels·scale]; the min is kept ≤ 0 so that it is stored
     // as a non-negative code, as ggml does.
     let mut scales = [0.0_f32; QK_K / SUB];
@@ -123,9 +117,7 @@ fn encode_affine(
         let offset = dmin * f32::from(min_codes[s]);
         let inv_step = if step > 0.0 { 1.0 / step } else { 0.0 };
         for (l, &v) in xs.iter().enumerate() {
-            let q = ((v + offset) * inv_step)
-                .round()
-                .clamp(0.0, f32::from(levels)) as u8;
+            let q = ((v + offset) * inv_step).round().clamp(0.0, f32::from(levels)) as u8;
             let (at, shift) = nibble_at(s, l);
             qs[at] |= (q & 0x0F) << shift;
             if let Some(qh) = qh.as_deref_mut() {
@@ -201,13 +193,7 @@ pub(super) fn encode_q6_k(x: &Values, out: &mut BlockQ6K) {
         *scale = signed_absmax(xs) / -32.0;
     }
     let (d_bytes, d) = round_f16_away(signed_absmax(&scales) / -128.0);
-    let scale_codes = scales.map(|v| {
-        if d == 0.0 {
-            0
-        } else {
-            (v / d).round().clamp(-128.0, 127.0) as i8
-        }
-    });
+    let scale_codes = scales.map(|v| if d == 0.0 { 0 } else { (v / d).round().clamp(-128.0, 127.0) as i8 });
 
     let (ql, rest) = out.split_at_mut(128);
     let (qh, rest) = rest.split_at_mut(64);
@@ -245,12 +231,7 @@ struct Q6Position {
 /// bits `2k..2k+2` of `qh[32·h + l]` — ggml's `dequantize_row_q6_K`.
 fn q6_position(e: usize) -> Q6Position {
     let (h, k, l) = (e / 128, (e / 32) % 4, e % 32);
-    Q6Position {
-        ql: 64 * h + 32 * (k % 2) + l,
-        ql_shift: 4 * (k / 2),
-        qh: 32 * h + l,
-        qh_shift: 2 * k,
-    }
+    Q6Position { ql: 64 * h + 32 * (k % 2) + l, ql_shift: 4 * (k / 2), qh: 32 * h + l, qh_shift: 2 * k }
 }
 
 #[cfg(test)]
@@ -288,17 +269,11 @@ mod tests {
             let mut b4 = [0; block_bytes(DType::Q4K)];
             encode_q4_k(&x, &mut b4);
             decode_q4_k(&b4, &mut y);
-            assert!(
-                y.iter().all(|&v| (v - c).abs() <= 1e-2 * c.abs()),
-                "q4_k {c}: {y:?}"
-            );
+            assert!(y.iter().all(|&v| (v - c).abs() <= 1e-2 * c.abs()), "q4_k {c}: {y:?}");
             let mut b6 = [0; block_bytes(DType::Q6K)];
             encode_q6_k(&x, &mut b6);
             decode_q6_k(&b6, &mut y);
-            assert!(
-                y.iter().all(|&v| (v - c).abs() <= 1e-2 * c.abs()),
-                "q6_k {c}: {y:?}"
-            );
+            assert!(y.iter().all(|&v| (v - c).abs() <= 1e-2 * c.abs()), "q6_k {c}: {y:?}");
         }
     }
 }

@@ -87,9 +87,7 @@ pub(super) fn encode_q4_1(x: &Values, out: &mut BlockQ4_1) {
     let (d, id, min) = affine_scale(x, 15.0);
     [out[0], out[1]] = f16_bytes(d);
     [out[2], out[3]] = f16_bytes(min);
-    encode_nibbles(x, &mut out[4..], |v| {
-        truncate_code((v - min) * id + 0.5, 15)
-    });
+    encode_nibbles(x, &mut out[4..], |v| truncate_code((v - min) * id + 0.5, 15));
 }
 
 pub(super) fn encode_q5_0(x: &Values, out: &mut BlockQ5_0) {
@@ -103,9 +101,7 @@ pub(super) fn encode_q5_1(x: &Values, out: &mut BlockQ5_1) {
     let (d, id, min) = affine_scale(x, 31.0);
     [out[0], out[1]] = f16_bytes(d);
     [out[2], out[3]] = f16_bytes(min);
-    let qh = encode_nibbles(x, &mut out[8..], |v| {
-        truncate_code((v - min) * id + 0.5, 31)
-    });
+    let qh = encode_nibbles(x, &mut out[8..], |v| truncate_code((v - min) * id + 0.5, 31));
     out[4..8].copy_from_slice(&qh.to_le_bytes());
 }
 
@@ -143,9 +139,7 @@ fn symmetric_scale(x: &Values, lowest_level: f32) -> (f32, f32) {
 
 /// Scale `d`, its inverse and the offset `min` that map the block's range onto codes `0..=levels`.
 fn affine_scale(x: &Values, levels: f32) -> (f32, f32, f32) {
-    let (min, max) = x
-        .iter()
-        .fold((f32::MAX, f32::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    let (min, max) = x.iter().fold((f32::MAX, f32::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
     let d = (max - min) / levels;
     (d, if d == 0.0 { 0.0 } else { 1.0 / d }, min)
 }

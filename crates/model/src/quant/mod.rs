@@ -35,19 +35,10 @@ pub enum QuantError {
     Unsupported { dtype: DType },
     /// The element count does not fill whole blocks.
     #[error("{dtype} packs {block_len} elements per block, but {elems} elements were given")]
-    PartialBlock {
-        dtype: DType,
-        elems: usize,
-        block_len: u64,
-    },
+    PartialBlock { dtype: DType, elems: usize, block_len: u64 },
     /// The byte buffer does not match the element count.
     #[error("{elems} {dtype} elements take {expected} bytes, but the buffer holds {actual}")]
-    ByteLength {
-        dtype: DType,
-        elems: usize,
-        expected: usize,
-        actual: usize,
-    },
+    ByteLength { dtype: DType, elems: usize, expected: usize, actual: usize },
 }
 
 /// Dequantize `bytes` — exactly `dtype.bytes_for(out.len())` bytes in ggml's layout — into `out`.
@@ -154,18 +145,9 @@ fn check_lengths(dtype: DType, elems: usize, bytes: usize) -> Result<(), QuantEr
         .ok()
         .and_then(|n| dtype.bytes_for(n))
         .and_then(|n| usize::try_from(n).ok())
-        .ok_or(QuantError::PartialBlock {
-            dtype,
-            elems,
-            block_len: dtype.block_len(),
-        })?;
+        .ok_or(QuantError::PartialBlock { dtype, elems, block_len: dtype.block_len() })?;
     if expected != bytes {
-        return Err(QuantError::ByteLength {
-            dtype,
-            elems,
-            expected,
-            actual: bytes,
-        });
+        return Err(QuantError::ByteLength { dtype, elems, expected, actual: bytes });
     }
     Ok(())
 }
@@ -185,22 +167,14 @@ fn zip_blocks<T: Sync, U: Send, const A: usize, const B: usize>(
         }
     };
     if parallel {
-        src.par_chunks_exact(A)
-            .zip(dst.par_chunks_exact_mut(B))
-            .for_each(apply);
+        src.par_chunks_exact(A).zip(dst.par_chunks_exact_mut(B)).for_each(apply);
     } else {
-        src.chunks_exact(A)
-            .zip(dst.chunks_exact_mut(B))
-            .for_each(apply);
+        src.chunks_exact(A).zip(dst.chunks_exact_mut(B)).for_each(apply);
     }
 }
 
 /// Decode `row` one block at a time into a stack buffer and accumulate its dot product with `x`.
-fn dot_blocks<const A: usize, const B: usize>(
-    row: &[u8],
-    x: &[f32],
-    decode: fn(&[u8; A], &mut [f32; B]),
-) -> f32 {
+fn dot_blocks<const A: usize, const B: usize>(row: &[u8], x: &[f32], decode: fn(&[u8; A], &mut [f32; B])) -> f32 {
     let mut values = [0.0_f32; B];
     row.chunks_exact(A)
         // `chunks_exact(A)` yields exactly `A` bytes, so the conversion always succeeds.
@@ -222,47 +196,23 @@ mod tests {
         let mut out = [0.0_f32; 32];
         assert_eq!(
             dequantize(DType::Q4_0, &[0; 17], &mut out),
-            Err(QuantError::ByteLength {
-                dtype: DType::Q4_0,
-                elems: 32,
-                expected: 18,
-                actual: 17
-            })
+            Err(QuantError::ByteLength { dtype: DType::Q4_0, elems: 32, expected: 18, actual: 17 })
         );
         assert_eq!(
             dequantize(DType::Q4_0, &[0; 18], &mut out[..31]),
-            Err(QuantError::PartialBlock {
-                dtype: DType::Q4_0,
-                elems: 31,
-                block_len: 32
-            })
+            Err(QuantError::PartialBlock { dtype: DType::Q4_0, elems: 31, block_len: 32 })
         );
-        assert_eq!(
-            quantize(DType::I32, &[0.0; 4], &mut [0; 16]),
-            Err(QuantError::Unsupported { dtype: DType::I32 })
-        );
+        assert_eq!(quantize(DType::I32, &[0.0; 4], &mut [0; 16]), Err(QuantError::Unsupported { dtype: DType::I32 }));
         assert_eq!(
             dot_row(DType::Q6K, &[0; 210], &[0.0; 255]),
-            Err(QuantError::PartialBlock {
-                dtype: DType::Q6K,
-                elems: 255,
-                block_len: 256
-            })
+            Err(QuantError::PartialBlock { dtype: DType::Q6K, elems: 255, block_len: 256 })
         );
     }
 
     #[test]
     fn errors_read_as_one_line() {
-        let e = QuantError::ByteLength {
-            dtype: DType::Q8_0,
-            elems: 64,
-            expected: 68,
-            actual: 70,
-        };
-        assert_eq!(
-            e.to_string(),
-            "64 q8_0 elements take 68 bytes, but the buffer holds 70"
-        );
+        let e = QuantError::ByteLength { dtype: DType::Q8_0, elems: 64, expected: 68, actual: 70 };
+        assert_eq!(e.to_string(), "64 q8_0 elements take 68 bytes, but the buffer holds 70");
     }
 
     #[test]

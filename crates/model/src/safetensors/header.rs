@@ -69,29 +69,23 @@ const SAFE_DTYPES: [(SafeDType, &str, u64); 20] = [
 impl SafeDType {
     /// The dtype for a header name.
     pub fn from_name(name: &str) -> SafeDType {
-        SAFE_DTYPES.iter().find(|(_, n, _)| *n == name).map_or_else(
-            || SafeDType::Unknown(name.to_owned()),
-            |(d, _, _)| d.clone(),
-        )
+        SAFE_DTYPES
+            .iter()
+            .find(|(_, n, _)| *n == name)
+            .map_or_else(|| SafeDType::Unknown(name.to_owned()), |(d, _, _)| d.clone())
     }
 
     /// The header name (`BF16`).
     pub fn name(&self) -> &str {
         match self {
             SafeDType::Unknown(n) => n,
-            known => SAFE_DTYPES
-                .iter()
-                .find(|(d, _, _)| d == known)
-                .map_or("?", |(_, n, _)| n),
+            known => SAFE_DTYPES.iter().find(|(d, _, _)| d == known).map_or("?", |(_, n, _)| n),
         }
     }
 
     /// Bits per element, or `None` for an unknown dtype.
     pub fn bits(&self) -> Option<u64> {
-        SAFE_DTYPES
-            .iter()
-            .find(|(d, _, _)| d == self)
-            .map(|&(_, _, b)| b)
+        SAFE_DTYPES.iter().find(|(d, _, _)| d == self).map(|&(_, _, b)| b)
     }
 
     /// The apr-ir dtype, if apr-ir computes with this one.
@@ -135,12 +129,10 @@ impl SafeTensorInfo {
 
     /// The apr-ir dtype, or an error naming the tensor and its dtype.
     pub fn dtype(&self) -> Result<DType, SafeTensorsError> {
-        self.dtype
-            .to_dtype()
-            .ok_or_else(|| SafeTensorsError::UnsupportedDType {
-                tensor: self.name.clone(),
-                dtype: self.dtype.name().to_owned(),
-            })
+        self.dtype.to_dtype().ok_or_else(|| SafeTensorsError::UnsupportedDType {
+            tensor: self.name.clone(),
+            dtype: self.dtype.name().to_owned(),
+        })
     }
 
     /// The shape, row-major: outermost dimension first (`[rows, cols]`).
@@ -203,10 +195,7 @@ impl<'de> Deserialize<'de> for RawHeader {
                 f.write_str("a JSON object of tensor entries")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawHeader, A::Error> {
-                let mut h = RawHeader {
-                    entries: Vec::new(),
-                    metadata: Vec::new(),
-                };
+                let mut h = RawHeader { entries: Vec::new(), metadata: Vec::new() };
                 while let Some(key) = map.next_key::<String>()? {
                     if key == "__metadata__" {
                         let m: serde_json::Map<String, serde_json::Value> = map.next_value()?;
@@ -238,15 +227,10 @@ impl SafeTensors {
     /// Parses and validates the header of a whole safetensors file held in `bytes`.
     pub fn parse(bytes: &[u8]) -> Result<SafeTensors, SafeTensorsError> {
         let file_len = bytes.len() as u64;
-        let (len_bytes, rest) = bytes
-            .split_first_chunk::<8>()
-            .ok_or(SafeTensorsError::TooShort { len: file_len })?;
+        let (len_bytes, rest) = bytes.split_first_chunk::<8>().ok_or(SafeTensorsError::TooShort { len: file_len })?;
         let len = u64::from_le_bytes(*len_bytes);
         if len > MAX_HEADER_LEN {
-            return Err(SafeTensorsError::HeaderTooLarge {
-                len,
-                max: MAX_HEADER_LEN,
-            });
+            return Err(SafeTensorsError::HeaderTooLarge { len, max: MAX_HEADER_LEN });
         }
         let available = rest.len() as u64;
         let (json, data) = rest
@@ -266,13 +250,7 @@ impl SafeTensors {
             tensors.push(info);
         }
         check_overlap(&tensors)?;
-        Ok(SafeTensors {
-            data_offset: 8 + len,
-            data_len,
-            tensors,
-            by_name,
-            metadata: raw.metadata,
-        })
+        Ok(SafeTensors { data_offset: 8 + len, data_len, tensors, by_name, metadata: raw.metadata })
     }
 
     /// The tensors in header order.
@@ -303,11 +281,7 @@ impl SafeTensors {
     /// The tensor named `name` viewed in `file`, the bytes this header was parsed from.
     /// Errors if the tensor is absent or its dtype is not one apr-ir computes with.
     pub fn view<'a>(&self, file: &'a [u8], name: &str) -> Result<TensorView<'a>, SafeTensorsError> {
-        let info = self
-            .tensor(name)
-            .ok_or_else(|| SafeTensorsError::MissingTensor {
-                tensor: name.to_owned(),
-            })?;
+        let info = self.tensor(name).ok_or_else(|| SafeTensorsError::MissingTensor { tensor: name.to_owned() })?;
         let dtype = info.dtype()?;
         let out_of_range = || SafeTensorsError::OffsetsOutOfRange {
             tensor: name.to_owned(),
@@ -315,72 +289,36 @@ impl SafeTensors {
             end: info.range.end,
             data_len: (file.len() as u64).saturating_sub(self.data_offset),
         };
-        let start =
-            usize::try_from(self.data_offset + info.range.start).map_err(|_| out_of_range())?;
+        let start = usize::try_from(self.data_offset + info.range.start).map_err(|_| out_of_range())?;
         let end = usize::try_from(self.data_offset + info.range.end).map_err(|_| out_of_range())?;
         let bytes = file.get(start..end).ok_or_else(out_of_range)?;
-        Ok(TensorView {
-            dtype,
-            shape: info.shape.clone(),
-            bytes,
-        })
+        Ok(TensorView { dtype, shape: info.shape.clone(), bytes })
     }
 }
 
 /// Checks one entry's shape, range and size.
-fn check_entry(
-    name: String,
-    e: RawEntry,
-    data_len: u64,
-) -> Result<SafeTensorInfo, SafeTensorsError> {
+fn check_entry(name: String, e: RawEntry, data_len: u64) -> Result<SafeTensorInfo, SafeTensorsError> {
     let [begin, end] = e.data_offsets;
     let dtype = SafeDType::from_name(&e.dtype);
     let Some(n_elements) = e.shape.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d)) else {
-        return Err(SafeTensorsError::ShapeOverflow {
-            tensor: name,
-            shape: e.shape,
-        });
+        return Err(SafeTensorsError::ShapeOverflow { tensor: name, shape: e.shape });
     };
     if begin > end || end > data_len {
-        return Err(SafeTensorsError::OffsetsOutOfRange {
-            tensor: name,
-            begin,
-            end,
-            data_len,
-        });
+        return Err(SafeTensorsError::OffsetsOutOfRange { tensor: name, begin, end, data_len });
     }
     if let Some(bits) = dtype.bits() {
         let Some(total_bits) = n_elements.checked_mul(bits) else {
-            return Err(SafeTensorsError::ShapeOverflow {
-                tensor: name,
-                shape: e.shape,
-            });
+            return Err(SafeTensorsError::ShapeOverflow { tensor: name, shape: e.shape });
         };
         if !total_bits.is_multiple_of(8) {
-            return Err(SafeTensorsError::PartialByte {
-                tensor: name,
-                dtype: e.dtype,
-                shape: e.shape,
-            });
+            return Err(SafeTensorsError::PartialByte { tensor: name, dtype: e.dtype, shape: e.shape });
         }
         let (expected, got) = (total_bits / 8, end - begin);
         if expected != got {
-            return Err(SafeTensorsError::SizeMismatch {
-                tensor: name,
-                dtype: e.dtype,
-                shape: e.shape,
-                expected,
-                got,
-            });
+            return Err(SafeTensorsError::SizeMismatch { tensor: name, dtype: e.dtype, shape: e.shape, expected, got });
         }
     }
-    Ok(SafeTensorInfo {
-        name,
-        dtype,
-        shape: e.shape,
-        n_elements,
-        range: begin..end,
-    })
+    Ok(SafeTensorInfo { name, dtype, shape: e.shape, n_elements, range: begin..end })
 }
 
 /// No two non-empty byte ranges share a byte.
@@ -391,10 +329,7 @@ fn check_overlap(tensors: &[SafeTensorInfo]) -> Result<(), SafeTensorsError> {
     for t in order {
         if let Some(prev) = reach {
             if t.range.start < prev.range.end {
-                return Err(SafeTensorsError::Overlap {
-                    first: prev.name.clone(),
-                    second: t.name.clone(),
-                });
+                return Err(SafeTensorsError::Overlap { first: prev.name.clone(), second: t.name.clone() });
             }
         }
         if reach.is_none_or(|p| t.range.end > p.range.end) {

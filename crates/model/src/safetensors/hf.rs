@@ -39,20 +39,14 @@ impl HfDir {
         }
         let config = read_json(&config_path)?;
         let index_path = dir.join(INDEX_FILE);
-        let weight_map = if index_path.is_file() {
-            Some(read_weight_map(&index_path)?)
-        } else {
-            None
-        };
+        let weight_map = if index_path.is_file() { Some(read_weight_map(&index_path)?) } else { None };
 
         let shard_names = match &weight_map {
             Some(map) => {
                 let mut names: Vec<String> = Vec::new();
                 for shard in map.iter().map(|(_, s)| s) {
                     if !is_plain_file_name(shard) {
-                        return Err(SafeTensorsError::BadShardName {
-                            shard: shard.clone(),
-                        });
+                        return Err(SafeTensorsError::BadShardName { shard: shard.clone() });
                     }
                     if !names.contains(shard) {
                         names.push(shard.clone());
@@ -93,25 +87,13 @@ impl HfDir {
             }
         }
         for (tensor, shard) in weight_map.iter().flatten() {
-            let found = by_name
-                .get(tensor)
-                .and_then(|&i| tensors.get(i))
-                .and_then(|&(s, _)| shard_names.get(s));
+            let found = by_name.get(tensor).and_then(|&i| tensors.get(i)).and_then(|&(s, _)| shard_names.get(s));
             if found != Some(shard) {
-                return Err(SafeTensorsError::NotInShard {
-                    tensor: tensor.clone(),
-                    shard: shard.clone(),
-                });
+                return Err(SafeTensorsError::NotInShard { tensor: tensor.clone(), shard: shard.clone() });
             }
         }
         tracing::debug!(dir = %dir.display(), shards = shards.len(), tensors = tensors.len(), "opened HF model directory");
-        Ok(HfDir {
-            dir,
-            config,
-            shards,
-            tensors,
-            by_name,
-        })
+        Ok(HfDir { dir, config, shards, tensors, by_name })
     }
 
     /// The directory.
@@ -141,9 +123,7 @@ impl HfDir {
 
     /// Every tensor's header entry, shard by shard in header order.
     pub fn tensor_infos(&self) -> impl Iterator<Item = &SafeTensorInfo> {
-        self.tensors
-            .iter()
-            .filter_map(|&(s, t)| self.shards.get(s)?.header().tensors().get(t))
+        self.tensors.iter().filter_map(|&(s, t)| self.shards.get(s)?.header().tensors().get(t))
     }
 
     /// Every tensor's name, in the order of [`HfDir::tensor_infos`].
@@ -161,11 +141,8 @@ impl HfDir {
     /// The tensor named `name`: dtype, row-major shape and bytes. Errors if it is absent or
     /// its dtype is not one apr-ir computes with.
     pub fn tensor(&self, name: &str) -> Result<TensorView<'_>, SafeTensorsError> {
-        let (_, shard) = self
-            .tensor_info(name)
-            .ok_or_else(|| SafeTensorsError::MissingTensor {
-                tensor: name.to_owned(),
-            })?;
+        let (_, shard) =
+            self.tensor_info(name).ok_or_else(|| SafeTensorsError::MissingTensor { tensor: name.to_owned() })?;
         shard.tensor(name)
     }
 }
@@ -179,22 +156,14 @@ fn is_plain_file_name(name: &str) -> bool {
 }
 
 fn read_json(path: &Path) -> Result<serde_json::Value, SafeTensorsError> {
-    let text = fs::read(path).map_err(|source| SafeTensorsError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    serde_json::from_slice(&text).map_err(|e| SafeTensorsError::BadJson {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })
+    let text = fs::read(path).map_err(|source| SafeTensorsError::Io { path: path.to_path_buf(), source })?;
+    serde_json::from_slice(&text)
+        .map_err(|e| SafeTensorsError::BadJson { path: path.to_path_buf(), reason: e.to_string() })
 }
 
 /// The index's `weight_map`, tensor → shard file name, in file order.
 fn read_weight_map(path: &Path) -> Result<Vec<(String, String)>, SafeTensorsError> {
-    let bad = |reason: String| SafeTensorsError::BadJson {
-        path: path.to_path_buf(),
-        reason,
-    };
+    let bad = |reason: String| SafeTensorsError::BadJson { path: path.to_path_buf(), reason };
     let json = read_json(path)?;
     let map = json
         .get("weight_map")
@@ -203,19 +172,14 @@ fn read_weight_map(path: &Path) -> Result<Vec<(String, String)>, SafeTensorsErro
     map.iter()
         .map(|(tensor, shard)| match shard.as_str() {
             Some(s) => Ok((tensor.clone(), s.to_owned())),
-            None => Err(bad(format!(
-                "weight_map entry {tensor} is {shard}, not a file name"
-            ))),
+            None => Err(bad(format!("weight_map entry {tensor} is {shard}, not a file name"))),
         })
         .collect()
 }
 
 /// File names of the `*.safetensors` files in `dir`, sorted.
 fn list_safetensors(dir: &Path) -> Result<Vec<String>, SafeTensorsError> {
-    let io = |source| SafeTensorsError::Io {
-        path: dir.to_path_buf(),
-        source,
-    };
+    let io = |source| SafeTensorsError::Io { path: dir.to_path_buf(), source };
     let mut names = Vec::new();
     for entry in fs::read_dir(dir).map_err(io)? {
         let entry = entry.map_err(io)?;
@@ -237,16 +201,7 @@ mod tests {
     #[test]
     fn shard_names_must_be_plain() {
         assert!(is_plain_file_name("model-00001-of-00002.safetensors"));
-        for bad in [
-            "",
-            ".",
-            "..",
-            "../x.safetensors",
-            "/etc/passwd",
-            "a/b",
-            "a\\b",
-            "./a",
-        ] {
+        for bad in ["", ".", "..", "../x.safetensors", "/etc/passwd", "a/b", "a\\b", "./a"] {
             assert!(!is_plain_file_name(bad), "{bad}");
         }
     }

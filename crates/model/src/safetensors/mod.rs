@@ -88,7 +88,9 @@ pub enum SafeTensorsError {
         shape: Vec<u64>,
     },
     /// A byte range that is reversed or leaves the data section.
-    #[error("tensor {tensor}: data_offsets [{begin}, {end}] are out of range (the data section holds {data_len} bytes)")]
+    #[error(
+        "tensor {tensor}: data_offsets [{begin}, {end}] are out of range (the data section holds {data_len} bytes)"
+    )]
     OffsetsOutOfRange {
         /// The tensor.
         tensor: String,
@@ -100,7 +102,9 @@ pub enum SafeTensorsError {
         data_len: u64,
     },
     /// A byte range whose length does not match the dtype and shape.
-    #[error("tensor {tensor}: data size mismatch: {dtype} {shape:?} needs {expected} bytes but data_offsets span {got}")]
+    #[error(
+        "tensor {tensor}: data size mismatch: {dtype} {shape:?} needs {expected} bytes but data_offsets span {got}"
+    )]
     SizeMismatch {
         /// The tensor.
         tensor: String,
@@ -209,18 +213,13 @@ impl SafeTensorsFile {
     /// Maps the file and parses its header; parse errors carry the path.
     pub fn open(path: impl AsRef<Path>) -> Result<SafeTensorsFile, SafeTensorsError> {
         let path = path.as_ref().to_path_buf();
-        let io = |source| SafeTensorsError::Io {
-            path: path.clone(),
-            source,
-        };
+        let io = |source| SafeTensorsError::Io { path: path.clone(), source };
         let file = File::open(&path).map_err(io)?;
         // SAFETY: a read-only private map; a concurrent writer truncating the file could
         // change the bytes under us, a risk every mmap-based model loader accepts.
         let map = unsafe { Mmap::map(&file) }.map_err(io)?;
-        let header = SafeTensors::parse(&map).map_err(|e| SafeTensorsError::InFile {
-            path: path.clone(),
-            source: Box::new(e),
-        })?;
+        let header = SafeTensors::parse(&map)
+            .map_err(|e| SafeTensorsError::InFile { path: path.clone(), source: Box::new(e) })?;
         Ok(SafeTensorsFile { path, map, header })
     }
 
