@@ -314,10 +314,18 @@ impl<'a> Interpreter<'a> {
                 let rhs_shape = concrete(rhs_node, ctx);
                 let nn = if *transpose_rhs { rhs_shape[rhs_shape.len() - 2] } else { rhs_shape[rhs_shape.len() - 1] };
                 let dims = Dims { batch, rhs_batched: rhs_shape.len() > 2, m, k, n: nn };
+                let decoded: Vec<f32>;
                 let rhs = match arg(1)? {
                     Val::W(w) if *transpose_rhs => Rhs::Packed { dtype: w.dtype, bytes: w.bytes },
+                    Val::W(w) => {
+                        // A [K, N] weight (never quantized: verify requires transposed blocks).
+                        let mut v = vec![0.0; rhs_shape.iter().product()];
+                        quant::dequantize(w.dtype, w.bytes, &mut v).map_err(|e| CpuError::node(n, e.to_string()))?;
+                        decoded = v;
+                        Rhs::F32 { data: &decoded, transposed: false }
+                    }
                     Val::T(t) => Rhs::F32 { data: f32s(t), transposed: *transpose_rhs },
-                    Val::W(_) | Val::S(_) => return Err(CpuError::node(n, "unsupported right operand")),
+                    Val::S(_) => return Err(CpuError::node(n, "a state cannot be a matmul operand")),
                 };
                 let out = match self.kernels {
                     Kernels::Fast => matmul::fast(f32s(a), rhs, dims),

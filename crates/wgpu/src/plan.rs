@@ -226,7 +226,7 @@ pub fn plan_node(
                         Some((Op::Cast { .. }, Some(&w))) => weight(w),
                         _ => weight(f),
                     };
-                    let why = "frequency factors that are not an f32 weight";
+                    let why = "frequency factors that are not a weight (or a cast of one)";
                     Some(src.and_then(weight_f32).ok_or_else(|| unsupported(why))?)
                 }
                 None => None,

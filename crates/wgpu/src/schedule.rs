@@ -124,11 +124,13 @@ impl Schedule {
                         list.push((row0, r, buf));
                         row0 += r;
                     }
-                    if n.ty.dtype == DType::F32 && n.ty.shape.len() == 1 {
-                        weight_f32.insert(
-                            n.id,
-                            bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-                        );
+                    if n.ty.shape.len() == 1 && n.ty.dtype.is_float_like() {
+                        // Small vectors the planner may fold into host-computed tables (rope
+                        // frequency factors), decoded from whatever dtype the file uses.
+                        let mut v = vec![0.0f32; n.ty.shape[0].as_const().unwrap_or(0) as usize];
+                        if apr_ir_model::quant::dequantize(n.ty.dtype, bytes, &mut v).is_ok() {
+                            weight_f32.insert(n.id, v);
+                        }
                     }
                     rows_of.insert(n.id, list.iter().map(|(a, b, _)| (*a, *b)).collect::<Vec<_>>());
                     if list.len() == 1 {
