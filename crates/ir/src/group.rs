@@ -10,17 +10,105 @@ use crate::{Graph, IrError, NodeId};
 use serde::{Deserialize, Serialize};
 
 /// The nodes one dispatch computes.
+///
+/// A dispatch writes one value. `outputs` lists the covered nodes equal to it: one node, or
+/// several where the rewrites proved nodes equal (`a·b` and `b·a`), which then share storage.
+/// The interior of a fused group (covered, not output) is never written to memory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Group {
     /// Every compute node this dispatch evaluates, in topological order.
     pub covers: Vec<NodeId>,
-    /// The covered nodes whose values it writes out.
+    /// The covered nodes whose value it writes out; the first is the one it computes.
     pub outputs: Vec<NodeId>,
+    /// Which kernel computes it, with its operands.
+    #[serde(default, skip_serializing_if = "Kernel::is_node")]
+    pub kernel: Kernel,
+}
+
+impl Group {
+    /// The -O0 group of one compute node.
+    pub fn single(id: NodeId) -> Group {
+        Group { covers: vec![id], outputs: vec![id], kernel: Kernel::Node }
+    }
+
+    /// The node whose value the dispatch writes.
+    pub fn value(&self) -> Option<NodeId> {
+        self.outputs.first().copied()
+    }
+}
+
+/// The kernel of a dispatch. Operands name the IR nodes holding their values (views
+/// included); attributes (rope mode, axes, shapes) are read off the covered nodes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Kernel {
+    /// The op of the group's first output, on its own IR operands (the -O0 kernel).
+    #[default]
+    Node,
+    /// `x · rsqrt(mean(x², last axis) + eps) · weight`.
+    RmsNorm { x: NodeId, eps: NodeId, weight: NodeId },
+    /// `softmax(x · scale)` over the last axis (`scale` a scalar; absent means 1).
+    Softmax { x: NodeId, scale: Option<NodeId> },
+    /// `x · cos + rope_rotate(x) · sin`.
+    Rope { x: NodeId, cos: NodeId, sin: NodeId },
+    /// `silu(gate) · up = gate · σ(gate) · up`.
+    SwiGlu { gate: NodeId, up: NodeId },
+    /// `x · weightᵀ + addend` (a bias or a residual; broadcast like `add`).
+    MatvecAdd { x: NodeId, weight: NodeId, addend: NodeId },
+    /// `silu(x · gateᵀ) · (x · upᵀ)`: two projections of one input and their SwiGLU.
+    MatvecSwiGlu { x: NodeId, gate: NodeId, up: NodeId },
+    /// One decode step of attention: `softmax((q · k[:ctx]ᵀ) · scale) · v[:ctx]`, reading the
+    /// first `ctx` positions of the caches `k_cache`, `v_cache` (the cache-write nodes).
+    Attention { q: NodeId, k_cache: NodeId, v_cache: NodeId, scale: NodeId },
+    /// `cache_write(cache, rope(x, cos, sin), pos)`: rotate and store at `pos`.
+    RopeCacheWrite { cache: NodeId, x: NodeId, cos: NodeId, sin: NodeId, pos: NodeId },
+}
+
+impl Kernel {
+    /// Whether this is the plain one-node kernel.
+    pub fn is_node(&self) -> bool {
+        matches!(self, Kernel::Node)
+    }
+
+    /// A short name for reports and DOT labels.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Kernel::Node => "node",
+            Kernel::RmsNorm { .. } => "rms_norm",
+            Kernel::Softmax { .. } => "softmax",
+            Kernel::Rope { .. } => "rope",
+            Kernel::SwiGlu { .. } => "swiglu",
+            Kernel::MatvecAdd { .. } => "matvec_add",
+            Kernel::MatvecSwiGlu { .. } => "matvec_swiglu",
+            Kernel::Attention { .. } => "attention",
+            Kernel::RopeCacheWrite { .. } => "rope_cache_write",
+        }
+    }
+
+    /// The operand nodes, in declaration order.
+    pub fn operands(&self) -> Vec<NodeId> {
+        match self {
+            Kernel::Node => Vec::new(),
+            Kernel::RmsNorm { x, eps, weight } => vec![*x, *eps, *weight],
+            Kernel::Softmax { x, scale } => std::iter::once(*x).chain(*scale).collect(),
+            Kernel::Rope { x, cos, sin } => vec![*x, *cos, *sin],
+            Kernel::SwiGlu { gate, up } => vec![*gate, *up],
+            Kernel::MatvecAdd { x, weight, addend } => vec![*x, *weight, *addend],
+            Kernel::MatvecSwiGlu { x, gate, up } => vec![*x, *gate, *up],
+            Kernel::Attention { q, k_cache, v_cache, scale } => vec![*q, *k_cache, *v_cache, *scale],
+            Kernel::RopeCacheWrite { cache, x, cos, sin, pos } => vec![*cache, *x, *cos, *sin, *pos],
+        }
+    }
 }
 
 /// One group per compute node, in node order: the -O0 schedule.
 pub fn unfused(g: &Graph) -> Vec<Group> {
-    g.nodes.iter().filter(|n| n.op.is_compute()).map(|n| Group { covers: vec![n.id], outputs: vec![n.id] }).collect()
+    g.nodes.iter().filter(|n| n.op.is_compute()).map(|n| Group::single(n.id)).collect()
+}
+
+/// One group per compute node among `members`, in node order.
+pub fn unfused_subset(g: &Graph, members: &[NodeId]) -> Vec<Group> {
+    members.iter().filter(|&&id| g.node(id).is_some_and(|n| n.op.is_compute())).map(|&id| Group::single(id)).collect()
 }
 
 /// Check that every compute node is covered by exactly one group, that groups cover only

@@ -13,6 +13,7 @@
 pub mod dot;
 pub mod dtype;
 mod error;
+pub mod fuse;
 mod graph;
 pub mod group;
 mod id;

@@ -2,7 +2,8 @@
 
 use crate::load::Source;
 use anyhow::{Context, Result};
-use apr_ir::group::{check_coverage, unfused, Group};
+use apr_ir::fuse::{fuse, FuseStats};
+use apr_ir::group::{check_coverage, Group};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -11,8 +12,9 @@ use std::time::Instant;
 pub struct Args {
     #[command(flatten)]
     source: Source,
-    /// Optimization level: 0 = one dispatch per compute node.
-    #[arg(short = 'O', default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
+    /// Optimization level: 0 = one dispatch per compute node, 1 = row-local fusion
+    /// (norms, softmax, RoPE, SwiGLU), 2 = also matvec epilogues, attention, cache writes.
+    #[arg(short = 'O', default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=2))]
     opt: u8,
     /// Write the IR and its schedule as JSON to this file.
     #[arg(short, long)]
@@ -40,6 +42,7 @@ struct Report {
     state_bytes: u64,
     activation_bytes: u64,
     compile_ms: f64,
+    fusion: FuseStats,
 }
 
 #[derive(Serialize)]
@@ -56,11 +59,12 @@ struct Compiled<'a> {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let opt = super::check_opt_level(args.opt)?;
+    let level = super::opt_level(args.opt)?;
+    let opt = level.number();
     let start = Instant::now();
     let loaded = args.source.load()?;
     let g = &loaded.graph;
-    let groups = unfused(g);
+    let (groups, fusion) = fuse(g, level).context("fusing the graph")?;
     check_coverage(g, &groups).context("schedule does not cover the graph")?;
     let compile_ms = start.elapsed().as_secs_f64() * 1e3;
     let s = g.stats();
@@ -79,6 +83,7 @@ pub fn run(args: Args) -> Result<()> {
         state_bytes: s.state_bytes,
         activation_bytes: s.activation_bytes,
         compile_ms,
+        fusion,
     };
     if let Some(path) = &args.output {
         let doc = Compiled { graph: g, schedule: Schedule { opt_level: opt, dispatches: &groups } };
@@ -100,6 +105,13 @@ pub fn run(args: Args) -> Result<()> {
         println!("kv cache     {}", hb(report.state_bytes));
         println!("activations  {} (unaliased)", hb(report.activation_bytes));
         println!("gpu bytes    {}", hb(report.gpu_bytes));
+        if !report.fusion.kernels.is_empty() {
+            let kinds: Vec<String> = report.fusion.kernels.iter().map(|(k, n)| format!("{k} ×{n}")).collect();
+            println!("fused        {}", kinds.join(", "));
+        }
+        if !report.fusion.fallbacks.is_empty() {
+            println!("unfused      {} region(s) left unfused (see --json)", report.fusion.fallbacks.len());
+        }
         println!("compiled in  {:.1} ms", report.compile_ms);
         if let Some(path) = &args.output {
             println!("wrote        {}", path.display());

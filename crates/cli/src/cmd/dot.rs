@@ -3,7 +3,7 @@
 use crate::load::Source;
 use anyhow::{Context, Result};
 use apr_ir::dot::{to_dot, Cluster, DotOptions};
-use apr_ir::group::unfused;
+use apr_ir::fuse::fuse;
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
@@ -11,7 +11,7 @@ pub struct Args {
     #[command(flatten)]
     source: Source,
     /// Optimization level whose dispatch groups are drawn as clusters.
-    #[arg(short = 'O', default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
+    #[arg(short = 'O', default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=2))]
     opt: u8,
     /// Only the nodes of this layer.
     #[arg(long)]
@@ -31,8 +31,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    super::check_opt_level(args.opt)?;
+    let level = super::opt_level(args.opt)?;
     let g = args.source.load()?.graph;
+    let (groups, _) = fuse(&g, level).context("fusing the graph")?;
     let find = |key: &str| {
         g.find(key).with_context(|| format!("no node {key:?} in the graph (give an id like %12 or a node name)"))
     };
@@ -51,11 +52,11 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     // Fused groups become clusters; single-node groups need no box.
-    let clusters = unfused(&g)
+    let clusters = groups
         .into_iter()
         .enumerate()
         .filter(|(_, grp)| grp.covers.len() > 1)
-        .map(|(k, grp)| Cluster { label: format!("dispatch {k}"), nodes: grp.covers })
+        .map(|(k, grp)| Cluster { label: format!("dispatch {k}: {}", grp.kernel.name()), nodes: grp.covers })
         .collect();
     let dot = to_dot(&g, &DotOptions { layer: args.layer, around, highlight, clusters });
     match &args.output {

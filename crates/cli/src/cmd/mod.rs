@@ -8,13 +8,11 @@ pub mod synth;
 
 use anyhow::{bail, Result};
 
-/// Optimization levels that exist today. Fusion (-O1, -O2) arrives with the fusion
-/// compiler; until then asking for it is an error rather than a silent -O0.
-pub fn check_opt_level(level: u8) -> Result<u8> {
-    match level {
-        0 => Ok(0),
-        1 | 2 => bail!("-O{level} needs the fusion compiler, which this build does not have yet; use -O0"),
-        _ => bail!("-O{level} is not a level (0, 1, 2)"),
+/// The optimization level `-O N` names.
+pub fn opt_level(level: u8) -> Result<apr_ir::fuse::OptLevel> {
+    match apr_ir::fuse::OptLevel::from_number(level) {
+        Some(l) => Ok(l),
+        None => bail!("-O{level} is not a level (0, 1, 2)"),
     }
 }
 
