@@ -605,8 +605,18 @@ impl IrJson {
 
 /// `apr-ir compile MODEL -o <dir>/<name>.json`, checked to succeed; the parsed result.
 pub fn compile_to_json(model: &Path, dir: &TempDir, name: &str) -> (PathBuf, IrJson) {
+    compile_to_json_at(model, dir, name, None)
+}
+
+/// [`compile_to_json`] at an optimization level (`None`: the default).
+pub fn compile_to_json_at(model: &Path, dir: &TempDir, name: &str, level: Option<u8>) -> (PathBuf, IrJson) {
     let out = dir.join(&format!("{name}.json"));
-    apr_ir([OsStr::new("compile"), model.as_os_str(), OsStr::new("-o"), out.as_os_str()]).ok();
+    let level = level.map(|l| format!("-O{l}"));
+    let mut args = vec![OsStr::new("compile"), model.as_os_str(), OsStr::new("-o"), out.as_os_str()];
+    if let Some(l) = &level {
+        args.push(OsStr::new(l));
+    }
+    apr_ir(args).ok();
     let ir = IrJson::read(&out);
     (out, ir)
 }

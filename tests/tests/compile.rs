@@ -7,7 +7,8 @@ use apr_ir::names::layer_of;
 use apr_ir_model::lower::Arch;
 use apr_ir_model::synth::{Preset, SynthQuant, SynthSpec};
 use apr_ir_tests::{
-    all_fixtures, apr_ir, compile_to_json, file_params, file_tensors, gguf_fixtures, par_map, Fixture, IrJson, TempDir,
+    all_fixtures, apr_ir, compile_to_json, compile_to_json_at, file_params, file_tensors, gguf_fixtures, par_map,
+    Fixture, IrJson, TempDir,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
@@ -33,7 +34,7 @@ fn compile_json(args: &[&OsStr]) -> BTreeMap<&'static str, u64> {
         .collect()
 }
 
-/// The -O0 schedule in `ir` covers every compute node exactly once, covers nothing else,
+/// The schedule in `ir` covers every compute node exactly once, covers nothing else,
 /// and each dispatch materializes some of what it covers. Checked here from the JSON alone.
 fn check_schedule(label: &str, ir: &IrJson) {
     for (k, n) in ir.nodes.iter().enumerate() {
@@ -70,7 +71,7 @@ fn check_schedule(label: &str, ir: &IrJson) {
 fn check_fixture(fx: &Fixture) {
     let label = fx.label();
     let model = fx.path.as_os_str();
-    let report = compile_json(&[OsStr::new("compile"), model]);
+    let report = compile_json(&[OsStr::new("compile"), model, OsStr::new("-O0")]);
     assert_eq!(report["opt_level"], 0, "{label}");
     assert_eq!(report["dispatches"], report["compute_nodes"], "{label}: at -O0 every compute node is one dispatch");
     assert!(report["compute_nodes"] < report["nodes"], "{label}: {report:?}");
@@ -82,6 +83,19 @@ fn check_fixture(fx: &Fixture) {
     assert!(report["gpu_bytes"] > report["weight_bytes"], "{label}: gpu bytes hold the weights and more: {report:?}");
 
     let dir = TempDir::new(&format!("compile-{label}"));
+    // Every level: exact coverage from the JSON alone, fewer dispatches as the level rises.
+    let mut last = u64::MAX;
+    for level in [0u8, 1, 2] {
+        let (_, ir) = compile_to_json_at(&fx.path, &dir, &format!("o{level}"), Some(level));
+        check_schedule(&format!("{label} -O{level}"), &ir);
+        let n = ir.dispatches.len() as u64;
+        assert!(n < last, "{label}: -O{level} has {n} dispatches, not fewer than the level below ({last})");
+        last = n;
+    }
+    let default = compile_json(&[OsStr::new("compile"), model]);
+    assert_eq!(default["opt_level"], 1, "{label}: -O1 is the default");
+    let report_o0 = report.clone();
+    let report = default;
     let (out, ir) = compile_to_json(&fx.path, &dir, "a");
     assert_eq!(ir.nodes.len() as u64, report["nodes"], "{label}");
     assert_eq!(ir.nodes.iter().filter(|n| n.is_compute()).count() as u64, report["compute_nodes"], "{label}");
@@ -95,6 +109,7 @@ fn check_fixture(fx: &Fixture) {
         .map(|n| n.attrs["tensor"].as_str().expect("weight tensor name"))
         .collect();
     let in_file: BTreeSet<&str> = tensors.iter().map(|t| t.name.as_str()).collect();
+    let _ = report_o0;
     assert_eq!(weights, in_file, "{label}: the graph should use every tensor of the file, and only those");
 
     // The written file is itself a MODEL, and gives the same figures.
@@ -121,7 +136,7 @@ fn human_output_names_the_written_file() {
     let out = dir.join("ir.json");
     let run = apr_ir([OsStr::new("compile"), fx.path.as_os_str(), OsStr::new("-o"), out.as_os_str()]);
     let text = run.ok();
-    for want in ["nodes", "dispatches", "per token at -O0", "gpu bytes"] {
+    for want in ["nodes", "dispatches", "per token at -O1", "fused", "gpu bytes"] {
         assert!(text.contains(want), "{run:#?}\nmissing {want:?}");
     }
     assert!(text.contains(&out.display().to_string()), "{run:#?}\nshould name {}", out.display());
@@ -165,7 +180,7 @@ fn seven_b_from_shapes_is_fast_and_the_right_size() {
     // The real Qwen2.5-7B-Instruct Q4_K_M holds about 4.68e9 bytes of tensor data.
     let rel = (weight_bytes as f64 - 4.68e9).abs() / 4.68e9;
     assert!(rel < 0.03, "weight bytes {weight_bytes} are {:.1}% away from 4.68e9", rel * 100.0);
-    assert_eq!(v["dispatches"], v["compute_nodes"]);
+    assert!(v["dispatches"].as_u64() < v["compute_nodes"].as_u64(), "-O1 (the default) fuses");
 
     // 28 layers worth of nodes: layers 0..=27 present, each with the same nodes.
     let dir = TempDir::new("compile-7b");

@@ -209,3 +209,43 @@ fn unknown_nodes_are_one_line_errors() {
     let run = apr_ir([OsStr::new("dot"), fx.path.as_os_str(), OsStr::new("--highlight"), OsStr::new("%99999")]);
     run.one_line_error();
 }
+
+/// `dot -O2` draws each fused dispatch as a cluster holding exactly the nodes it covers
+/// (per `compile -O2 -o`), labelled with its kernel; -O0 draws none.
+#[test]
+fn fusion_groups_are_clusters() {
+    let fx = qwen2_fixture();
+    let dir = TempDir::new("dot-clusters");
+    let (_, ir) = apr_ir_tests::compile_to_json_at(&fx.path, &dir, "o2", Some(2));
+    let fused: Vec<BTreeSet<u64>> =
+        ir.dispatches.iter().filter(|d| d.covers.len() > 1).map(|d| d.covers.iter().copied().collect()).collect();
+    assert!(fused.len() >= 2 * 8, "qwen2 fixture at -O2: {} fused dispatches", fused.len());
+    let text = dot(&fx.path, &["-O2"], &dir, "o2");
+    let mut clusters: Vec<BTreeSet<u64>> = Vec::new();
+    let mut current: Option<BTreeSet<u64>> = None;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with("subgraph cluster_") {
+            current = Some(BTreeSet::new());
+        } else if line == "}" {
+            if let Some(c) = current.take() {
+                clusters.push(c);
+            }
+        } else if let Some(c) = current.as_mut() {
+            if let Some(id) =
+                line.split([' ', '[', ';']).next().and_then(|h| h.strip_prefix('n')).and_then(|d| d.parse().ok())
+            {
+                c.insert(id);
+            }
+        }
+    }
+    assert_eq!(clusters, fused, "one cluster per fused dispatch, holding what it covers");
+    for kind in ["attention", "rms_norm", "matvec_add", "rope_cache_write"] {
+        assert!(text.contains(kind), "no {kind} cluster label");
+    }
+    parse_dot(&text);
+    if graphviz_available() {
+        render_svg(&fx, &dir, &text);
+    }
+    let plain = dot(&fx.path, &["-O0"], &dir, "o0");
+    assert!(!plain.contains("subgraph cluster_"), "-O0 has no fused dispatch");
+}

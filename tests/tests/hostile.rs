@@ -315,7 +315,6 @@ fn bad_usage_exits_2() {
         (vec!["synth", "--arch", "qwen3", "--preset", "tiny", "--quant", "q4_k", "-o", o], "qwen3"),
         (vec!["synth", "--arch", "qwen2", "--preset", "huge", "--quant", "q4_k", "-o", o], "huge"),
         (vec!["synth", "--arch", "qwen2", "--preset", "tiny", "--quant", "q3_k", "-o", o], "q3_k"),
-        (vec!["compile", m, "-O", "1"], "-O1"),
         (vec!["compile", m, "--arch", "qwen2", "--preset", "tiny"], "either"),
     ] {
         let run = apr_ir_within(&args, LIMIT);

@@ -48,9 +48,8 @@ fn attr_leaf(op: &Op) -> Option<String> {
 
 /// The symbol of a compute or view node.
 fn op_symbol(g: &Graph, n: &Node) -> String {
-    let last_axis = |axis: u32| {
-        n.inputs.first().and_then(|&i| g.node(i)).is_some_and(|a| a.ty.shape.len() == axis as usize + 1)
-    };
+    let last_axis =
+        |axis: u32| n.inputs.first().and_then(|&i| g.node(i)).is_some_and(|a| a.ty.shape.len() == axis as usize + 1);
     match &n.op {
         Op::MatMul { transpose_rhs: true } => "matmul.t".into(),
         Op::MatMul { transpose_rhs: false } => "matmul.n".into(),

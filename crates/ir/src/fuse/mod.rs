@@ -217,7 +217,8 @@ fn extract_window(
             Some((c, n.ty.bytes(1).unwrap_or(0) as f64))
         })
         .collect();
-    let extractor = Extractor::new(eg, Cost { original: &original, original_class: &original_class, bytes: &bytes, egraph: eg });
+    let extractor =
+        Extractor::new(eg, Cost { original: &original, original_class: &original_class, bytes: &bytes, egraph: eg });
     let is_attr = |c: Id| eg[c].nodes.iter().any(|n| n.children.is_empty() && n.op.as_str().starts_with("attr:"));
     let operand_classes = |n: &SymbolLang| -> Vec<Id> {
         let skip = usize::from(has_attr(n, is_attr));
@@ -285,10 +286,12 @@ fn extract_window(
             continue;
         }
         let ops: Option<Vec<NodeId>> = operand_classes(&cand.enode).into_iter().map(rep).collect();
-        let covers: BTreeSet<NodeId> = covered.iter().flat_map(|c| members_of.get(c).cloned().unwrap_or_default()).collect();
-        let escapes = covers.iter().filter(|n| class_of(**n) != Some(cand.class)).any(|n| {
-            roots.contains(n) || users[n.index()].iter().any(|u| !covers.contains(u))
-        });
+        let covers: BTreeSet<NodeId> =
+            covered.iter().flat_map(|c| members_of.get(c).cloned().unwrap_or_default()).collect();
+        let escapes = covers
+            .iter()
+            .filter(|n| class_of(**n) != Some(cand.class))
+            .any(|n| roots.contains(n) || users[n.index()].iter().any(|u| !covers.contains(u)));
         let made = ops.and_then(|o| make_kernel(cand.enode.op.as_str(), &o));
         match made {
             Some(kn) if !escapes && validate(g, &kn, &covers) => *kernel = Some(kn),
@@ -296,7 +299,11 @@ fn extract_window(
                 stats.fallbacks.push(format!(
                     "{} at {}: {}",
                     cand.enode.op,
-                    members_of.get(&cand.class).and_then(|m| m.first()).and_then(|&m| g.node(m)).map_or("?", |n| n.name.as_str()),
+                    members_of
+                        .get(&cand.class)
+                        .and_then(|m| m.first())
+                        .and_then(|&m| g.node(m))
+                        .map_or("?", |n| n.name.as_str()),
                     if escapes { "an inner value is used outside" } else { "operands or shapes unsupported" }
                 ));
                 demote.push(k);
@@ -330,8 +337,11 @@ fn extract_window(
     // Every other class with compute nodes: one -O0 dispatch, computing the node whose
     // e-node was chosen (or any of them), the others sharing its value.
     let chosen: HashMap<Id, SymbolLang> = planned.iter().map(|(c, _, _)| (c.class, canon(&c.enode))).collect();
-    let mut rest: Vec<(Id, Vec<NodeId>)> =
-        members_of.iter().filter(|(c, _)| !claimed.contains(c)).map(|(&c, m)| (c, compute_members(g, Some(m)))).collect();
+    let mut rest: Vec<(Id, Vec<NodeId>)> = members_of
+        .iter()
+        .filter(|(c, _)| !claimed.contains(c))
+        .map(|(&c, m)| (c, compute_members(g, Some(m))))
+        .collect();
     rest.retain(|(_, m)| !m.is_empty());
     for (c, mut ms) in rest {
         ms.sort();
@@ -351,7 +361,8 @@ fn extract_window(
 
 /// The compute nodes among `ms`.
 fn compute_members(g: &Graph, ms: Option<&Vec<NodeId>>) -> Vec<NodeId> {
-    ms.map(|m| m.iter().copied().filter(|&n| g.node(n).is_some_and(|x| x.op.is_compute())).collect()).unwrap_or_default()
+    ms.map(|m| m.iter().copied().filter(|&n| g.node(n).is_some_and(|x| x.op.is_compute())).collect())
+        .unwrap_or_default()
 }
 
 /// The kernel a fused symbol stands for, given its operand nodes.
@@ -383,22 +394,39 @@ fn make_kernel(sym: &str, o: &[NodeId]) -> Option<Kernel> {
 pub fn validate(g: &Graph, k: &Kernel, covers: &BTreeSet<NodeId>) -> bool {
     let ty = |id: NodeId| g.node(id).map(|n| &n.ty);
     let last = |id: NodeId| ty(id).and_then(|t| t.last_dim());
-    let numel_const = |id: NodeId| ty(id).and_then(|t| crate::numel_parts(&t.shape)).and_then(|(n, s)| (s == 0).then_some(n));
-    let f32ok = |id: NodeId| ty(id).is_some_and(|t| t.dtype == crate::DType::F32 && t.shape.iter().all(|d| matches!(d, Dim::Const(_))));
+    let numel_const =
+        |id: NodeId| ty(id).and_then(|t| crate::numel_parts(&t.shape)).and_then(|(n, s)| (s == 0).then_some(n));
+    let f32ok = |id: NodeId| {
+        ty(id).is_some_and(|t| t.dtype == crate::DType::F32 && t.shape.iter().all(|d| matches!(d, Dim::Const(_))))
+    };
     let is_const = |id: NodeId| g.node(id).is_some_and(|n| matches!(n.op, Op::Const { .. }));
-    let rowvec = |id: NodeId, len: Option<Dim>| numel_const(id).is_some() && last(id) == len && numel_const(id) == len.and_then(|d| match d { Dim::Const(n) => Some(n), Dim::Sym(_) => None });
+    let rowvec = |id: NodeId, len: Option<Dim>| {
+        numel_const(id).is_some()
+            && last(id) == len
+            && numel_const(id)
+                == len.and_then(|d| match d {
+                    Dim::Const(n) => Some(n),
+                    Dim::Sym(_) => None,
+                })
+    };
     match k {
         Kernel::Node => true,
         Kernel::RmsNorm { x, eps, weight } => f32ok(*x) && is_const(*eps) && rowvec(*weight, last(*x)),
         Kernel::Softmax { x, scale } => {
-            ty(*x).is_some_and(|t| t.dtype == crate::DType::F32) && scale.is_none_or(|s| is_const(s))
+            ty(*x).is_some_and(|t| t.dtype == crate::DType::F32) && scale.is_none_or(&is_const)
         }
         Kernel::Rope { x, cos, sin } => {
-            f32ok(*x) && rowvec(*cos, last(*x)) && rowvec(*sin, last(*x)) && covers.iter().any(|&c| matches!(g.node(c).map(|n| &n.op), Some(Op::RopeRotate { .. })))
+            f32ok(*x)
+                && rowvec(*cos, last(*x))
+                && rowvec(*sin, last(*x))
+                && covers.iter().any(|&c| matches!(g.node(c).map(|n| &n.op), Some(Op::RopeRotate { .. })))
         }
         Kernel::SwiGlu { gate, up } => f32ok(*gate) && ty(*gate).map(|t| &t.shape) == ty(*up).map(|t| &t.shape),
         Kernel::MatvecAdd { x, weight, addend } => {
-            let n = ty(*weight).filter(|t| t.shape.len() == 2).and_then(|t| match t.shape[0] { Dim::Const(n) => Some(n), Dim::Sym(_) => None });
+            let n = ty(*weight).filter(|t| t.shape.len() == 2).and_then(|t| match t.shape[0] {
+                Dim::Const(n) => Some(n),
+                Dim::Sym(_) => None,
+            });
             matvec_x(g, *x, *weight) && n.is_some() && numel_const(*addend) == n && f32ok(*addend)
         }
         Kernel::MatvecSwiGlu { x, gate, up } => {
@@ -500,3 +528,95 @@ fn order(g: &Graph, groups: Vec<Group>) -> Option<Vec<Group>> {
 
 #[cfg(test)]
 mod tests;
+
+/// The algebra rules alone, applied to the whole graph and extracted as the smallest
+/// equivalent graph (new terms allowed). Used to test the rules' soundness: interpreting
+/// `g` and `simplify(g)` must agree. Outputs keep their names; nodes are renamed after an
+/// original node of their e-class where there is one.
+pub fn simplify(g: &Graph) -> Result<Graph, IrError> {
+    let all: Vec<NodeId> = g.nodes.iter().map(|n| n.id).collect();
+    let window = Window::build(g, &all);
+    let consts: rules::Consts = Arc::new(
+        g.nodes
+            .iter()
+            .filter_map(|n| match n.op {
+                Op::Const { value } => Some((format!("c:{}", n.id.0), value)),
+                _ => None,
+            })
+            .collect(),
+    );
+    let runner = Runner::default()
+        .with_egraph(window.egraph)
+        .with_iter_limit(ITER_LIMIT)
+        .with_node_limit(NODE_LIMIT)
+        .with_time_limit(TIME_LIMIT)
+        .run(&rules::algebra(&consts));
+    let eg = &runner.egraph;
+    let extractor = Extractor::new(eg, egg::AstSize);
+    let name_of: HashMap<Id, String> = {
+        let mut m: HashMap<Id, String> = HashMap::new();
+        for (id, _) in window.members.iter().rev() {
+            if let (Some(&c), Some(n)) = (window.class.get(id), g.node(*id)) {
+                m.insert(eg.find(c), n.name.clone());
+            }
+        }
+        m
+    };
+    let mut b = crate::GraphBuilder::new(g.meta.clone());
+    let mut built: HashMap<Id, NodeId> = HashMap::new();
+    let mut used_names: HashSet<String> = HashSet::new();
+    let mut roots: Vec<Id> = g.outputs.iter().filter_map(|o| window.class.get(&o.node).map(|&c| eg.find(c))).collect();
+    roots.extend(
+        g.nodes
+            .iter()
+            .filter(|n| matches!(n.op, Op::CacheWrite { .. }))
+            .filter_map(|n| window.class.get(&n.id))
+            .map(|&c| eg.find(c)),
+    );
+    // Post-order without recursion: a class is built once all its operands are.
+    for root in roots {
+        let mut stack: Vec<(Id, bool)> = vec![(root, false)];
+        while let Some((c, expanded)) = stack.pop() {
+            if built.contains_key(&c) {
+                continue;
+            }
+            let best = extractor.find_best_node(c).clone();
+            if best.children.is_empty() {
+                let leaf = lang::leaf_node(best.op)
+                    .and_then(|id| g.node(id))
+                    .ok_or_else(|| IrError::Graph(format!("simplify: unexpected leaf {}", best.op)))?;
+                let id = b.leaf(leaf.name.clone(), leaf.op.clone(), leaf.ty.clone())?;
+                built.insert(c, id);
+                continue;
+            }
+            let is_attr =
+                |x: Id| eg[x].nodes.iter().any(|n| n.children.is_empty() && n.op.as_str().starts_with("attr:"));
+            let skip = usize::from(has_attr(&best, is_attr));
+            let operands: Vec<Id> = best.children.iter().skip(skip).map(|&x| eg.find(x)).collect();
+            if !expanded {
+                stack.push((c, true));
+                stack.extend(operands.iter().filter(|x| !built.contains_key(x)).map(|&x| (x, false)));
+                continue;
+            }
+            let attr_of = |x: Id| eg[x].nodes.iter().find(|n| n.children.is_empty()).and_then(|n| lang::attr_op(n.op));
+            let op = lang::decode_op(&best, attr_of)
+                .ok_or_else(|| IrError::Graph(format!("simplify: cannot rebuild {}", best.op)))?;
+            let inputs: Vec<NodeId> = operands
+                .iter()
+                .map(|x| built.get(x).copied().ok_or_else(|| IrError::Graph("simplify: operand cycle".into())))
+                .collect::<Result<_, _>>()?;
+            let base = name_of.get(&c).cloned().unwrap_or_else(|| format!("rw.{}", usize::from(c)));
+            let name = if used_names.insert(base.clone()) { base } else { format!("{base}.rw{}", usize::from(c)) };
+            used_names.insert(name.clone());
+            let id = b.push(name, op, &inputs)?;
+            built.insert(c, id);
+        }
+    }
+    for o in &g.outputs {
+        let c = window.class.get(&o.node).map(|&c| eg.find(c));
+        if let Some(id) = c.and_then(|c| built.get(&c)) {
+            b.output(o.name.clone(), *id);
+        }
+    }
+    b.finish()
+}

@@ -11,19 +11,25 @@ fn meta() -> GraphMeta {
 fn norm_matvec() -> (Graph, NodeId) {
     let mut b = GraphBuilder::new(meta());
     let tok = b.leaf("token", Op::Input { kind: InputKind::Token }, TensorType::new(DType::I32, &[1])).unwrap();
-    let emb = b.leaf("token_embd.weight", Op::Weight { tensor: "e".into() }, TensorType::new(DType::F32, &[8, 32])).unwrap();
+    let emb =
+        b.leaf("token_embd.weight", Op::Weight { tensor: "e".into() }, TensorType::new(DType::F32, &[8, 32])).unwrap();
     let x = b.push("inp_embd", Op::Gather, &[emb, tok]).unwrap();
     let eps = b.leaf("eps", Op::Const { value: 1e-6 }, TensorType::new(DType::F32, &[])).unwrap();
-    let w = b.leaf("blk.0.attn_norm.weight", Op::Weight { tensor: "n".into() }, TensorType::new(DType::F32, &[32])).unwrap();
+    let w = b
+        .leaf("blk.0.attn_norm.weight", Op::Weight { tensor: "n".into() }, TensorType::new(DType::F32, &[32]))
+        .unwrap();
     let sq = b.push("blk.0.attn_norm.square", Op::Mul, &[x, x]).unwrap();
     let mean = b.push("blk.0.attn_norm.mean", Op::ReduceMean { axis: 1 }, &[sq]).unwrap();
     let add = b.push("blk.0.attn_norm.eps_add", Op::Add, &[mean, eps]).unwrap();
     let rs = b.push("blk.0.attn_norm.rsqrt", Op::Rsqrt, &[add]).unwrap();
     let nm = b.push("blk.0.attn_norm.normalize", Op::Mul, &[x, rs]).unwrap();
     let normed = b.push("blk.0.attn_norm", Op::Mul, &[nm, w]).unwrap();
-    let wq = b.leaf("blk.0.attn_q.weight", Op::Weight { tensor: "q".into() }, TensorType::new(DType::Q8_0, &[16, 32])).unwrap();
+    let wq = b
+        .leaf("blk.0.attn_q.weight", Op::Weight { tensor: "q".into() }, TensorType::new(DType::Q8_0, &[16, 32]))
+        .unwrap();
     let q = b.push("blk.0.attn_q", Op::MatMul { transpose_rhs: true }, &[normed, wq]).unwrap();
-    let bq = b.leaf("blk.0.attn_q.bias", Op::Weight { tensor: "qb".into() }, TensorType::new(DType::F32, &[16])).unwrap();
+    let bq =
+        b.leaf("blk.0.attn_q.bias", Op::Weight { tensor: "qb".into() }, TensorType::new(DType::F32, &[16])).unwrap();
     let out = b.push("blk.0.attn_q.bias_add", Op::Add, &[q, bq]).unwrap();
     b.output("out", out);
     (b.finish().unwrap(), normed)
