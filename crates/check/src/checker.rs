@@ -149,6 +149,11 @@ pub struct CheckOptions {
     pub stop_at_first: bool,
 }
 
+/// `nmse` fails the bound (NaN fails too).
+fn exceeds(nmse: f64, bound: f64) -> bool {
+    nmse.partial_cmp(&bound) != Some(std::cmp::Ordering::Less) && nmse != bound
+}
+
 /// Whether every element of `v` is the poison pattern's NaN... or any is: a dispatch that
 /// wrote only part of its output is missing too.
 pub fn has_poison(v: &[f32]) -> bool {
@@ -211,7 +216,7 @@ pub fn check(
                 Some(Cause::Missing)
             } else if m.nonfinite > 0 && ref_finite {
                 Some(Cause::Nonfinite)
-            } else if ref_finite && !(m.nmse <= tol.nmse) {
+            } else if ref_finite && exceeds(m.nmse, tol.nmse) {
                 Some(Cause::Kernel)
             } else {
                 None
@@ -293,7 +298,7 @@ fn localize(
             let mc = compare(got, w);
             let tc = tolerance(g, c);
             let w_finite = w.iter().all(|v| v.is_finite());
-            let bad = has_poison(got) || (mc.nonfinite > 0 && w_finite) || (w_finite && !(mc.nmse <= tc.nmse));
+            let bad = has_poison(got) || (mc.nonfinite > 0 && w_finite) || (w_finite && exceeds(mc.nmse, tc.nmse));
             if bad {
                 node = c;
                 metrics = mc;
@@ -359,9 +364,11 @@ mod tests {
 
     /// A device that computes like the truth but with a fault on one node from one position,
     /// propagated downstream; `fuse` groups the three layer nodes into one dispatch.
+    type Fault = Option<(NodeId, u32, fn(&mut Vec<f32>))>;
+
     struct Fake {
         groups: Vec<Group>,
-        fault: Option<(NodeId, u32, fn(&mut Vec<f32>))>,
+        fault: Fault,
     }
     impl Fake {
         fn eval(&self, pos: u32, from: Option<&Values>) -> Values {
@@ -453,7 +460,7 @@ mod tests {
         v
     }
 
-    fn run(groups: Vec<Group>, fault: Option<(NodeId, u32, fn(&mut Vec<f32>))>) -> Report {
+    fn run(groups: Vec<Group>, fault: Fault) -> Report {
         let g = chain();
         let mut dev = Fake { groups, fault };
         check(&g, &mut Ref, &mut dev, &[1, 2, 3, 0], &CheckOptions { opt_level: 0, stop_at_first: true }).unwrap()
