@@ -10,6 +10,7 @@
 pub mod checker;
 pub mod gate;
 pub mod metrics;
+pub mod report;
 pub mod tolerance;
 
 pub use gate::{logits_gate, GateFailure, GateRule};
