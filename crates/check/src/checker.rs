@@ -176,14 +176,18 @@ fn pick(values: &Values, ids: &[NodeId]) -> Values {
     ids.iter().filter_map(|id| values.get(id).map(|v| (*id, v.clone()))).collect()
 }
 
-/// Run the check over `tokens` (one per position).
+/// Run the check over `positions` positions, teacher-forced: both executions get `prompt`,
+/// then the reference's greedy choice (argmax of its first graph output) at each next position.
 pub fn check(
     g: &Graph,
     reference: &mut dyn Reference,
     device: &mut dyn Device,
-    tokens: &[u32],
+    prompt: &[u32],
+    positions: u32,
     opts: &CheckOptions,
 ) -> Result<Report, String> {
+    let logits = g.outputs.first().map(|o| o.node);
+    let mut next = prompt.first().copied().unwrap_or(0);
     let groups: Vec<Group> = device.groups().to_vec();
     let mut report = Report {
         verdict: "pass",
@@ -195,9 +199,13 @@ pub fn check(
         rows: Vec::new(),
         model: g.meta.name.clone(),
     };
-    for (pos, &token) in tokens.iter().enumerate() {
-        let pos = u32::try_from(pos).map_err(|_| "too many positions".to_string())?;
+    for pos in 0..positions {
+        let token = next;
         let want = reference.step(token, pos)?;
+        next = match prompt.get(pos as usize + 1) {
+            Some(&t) => t,
+            None => logits.and_then(|l| want.get(&l)).map_or(0, |v| argmax(v)),
+        };
         let got = device.step(token, pos)?;
         if got.len() != groups.len() {
             return Err(format!("device returned {} values for {} dispatches", got.len(), groups.len()));
@@ -258,6 +266,17 @@ pub fn check(
         }
     }
     Ok(report)
+}
+
+/// Index of the first maximum (0 for an empty or all-NaN vector).
+fn argmax(v: &[f32]) -> u32 {
+    let mut best = 0usize;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] || v[best].is_nan() {
+            best = i;
+        }
+    }
+    u32::try_from(best).unwrap_or(0)
 }
 
 /// Name the culprit inside dispatch `k`, which failed at `pos` with cause `cause`.
@@ -463,7 +482,7 @@ mod tests {
     fn run(groups: Vec<Group>, fault: Fault) -> Report {
         let g = chain();
         let mut dev = Fake { groups, fault };
-        check(&g, &mut Ref, &mut dev, &[1, 2, 3, 0], &CheckOptions { opt_level: 0, stop_at_first: true }).unwrap()
+        check(&g, &mut Ref, &mut dev, &[1, 2, 3, 0], 4, &CheckOptions { opt_level: 0, stop_at_first: true }).unwrap()
     }
 
     #[test]
