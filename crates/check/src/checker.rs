@@ -145,6 +145,8 @@ pub struct Report {
 #[derive(Debug, Clone)]
 pub struct CheckOptions {
     pub opt_level: u8,
+    /// Position of the first token (0 for a whole run; a repro starts where the mismatch was).
+    pub first_position: u32,
     /// Keep going after a mismatch? (No: the first divergence is the answer.)
     pub stop_at_first: bool,
 }
@@ -199,10 +201,11 @@ pub fn check(
         rows: Vec::new(),
         model: g.meta.name.clone(),
     };
-    for pos in 0..positions {
+    let first = opts.first_position;
+    for pos in first..first.saturating_add(positions) {
         let token = next;
         let want = reference.step(token, pos)?;
-        next = match prompt.get(pos as usize + 1) {
+        next = match prompt.get((pos - first) as usize + 1) {
             Some(&t) => t,
             None => logits.and_then(|l| want.get(&l)).map_or(0, |v| argmax(v)),
         };
@@ -210,7 +213,7 @@ pub fn check(
         if got.len() != groups.len() {
             return Err(format!("device returned {} values for {} dispatches", got.len(), groups.len()));
         }
-        report.positions = pos + 1;
+        report.positions = pos - first + 1;
         let mut rows = Vec::with_capacity(groups.len());
         let mut worst: BTreeMap<String, f64> = BTreeMap::new();
         let mut first_fail: Option<(usize, Metrics, Tolerance, Cause)> = None;
@@ -252,7 +255,7 @@ pub fn check(
         }
         for (layer, v) in worst {
             let curve = report.layer_curve.entry(layer).or_default();
-            curve.resize(pos as usize, 0.0);
+            curve.resize((pos - first) as usize, 0.0);
             curve.push(v);
         }
         report.rows = rows;
@@ -482,7 +485,7 @@ mod tests {
     fn run(groups: Vec<Group>, fault: Fault) -> Report {
         let g = chain();
         let mut dev = Fake { groups, fault };
-        check(&g, &mut Ref, &mut dev, &[1, 2, 3, 0], 4, &CheckOptions { opt_level: 0, stop_at_first: true }).unwrap()
+        check(&g, &mut Ref, &mut dev, &[1, 2, 3, 0], 4, &CheckOptions { opt_level: 0, first_position: 0, stop_at_first: true }).unwrap()
     }
 
     #[test]
