@@ -124,12 +124,18 @@ fn default_model_answers_alike_on_cpu_and_gpu() {
     let results = par_map(&sample, |c| {
         let prompt = c["prompt"].as_str().unwrap();
         let cpu = apr_ir(["run", "--chat", "--prompt", prompt, "--backend", "cpu"]).ok().to_string();
-        let gpu = apr_ir(["run", "--chat", "--prompt", prompt, "--backend", "gpu"]).ok().to_string();
+        // The GPU at every optimization level (-O1 is the default).
+        let gpu: Vec<String> = ["-O0", "-O1", "-O2"]
+            .iter()
+            .map(|o| apr_ir(["run", "--chat", "--prompt", prompt, "--backend", "gpu", o]).ok().to_string())
+            .collect();
         (prompt.to_string(), c["answer"].as_str().unwrap().to_string(), cpu, gpu)
     });
     for (prompt, answer, cpu, gpu) in &results {
-        assert_eq!(cpu, gpu, "{prompt:?}: CPU and GPU answers differ");
-        assert_eq!(gpu.trim(), answer, "{prompt:?}");
+        for (level, gpu) in gpu.iter().enumerate() {
+            assert_eq!(cpu, gpu, "{prompt:?}: CPU and GPU (-O{level}) answers differ");
+        }
+        assert_eq!(cpu.trim(), answer, "{prompt:?}");
     }
 }
 

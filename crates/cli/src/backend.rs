@@ -2,6 +2,7 @@
 //! the GPU path.
 
 use anyhow::{bail, Context, Result};
+use apr_ir::fuse::OptLevel;
 use apr_ir::Graph;
 use apr_ir_cpu::{CpuDecoder, Interpreter};
 use apr_ir_gen::Decoder;
@@ -23,8 +24,9 @@ pub struct Opened<'a> {
     pub gpu_bytes: Option<u64>,
 }
 
-/// Open `backend` for `graph`. The CPU path never touches wgpu.
-pub fn open<'a>(backend: Backend, graph: &'a Graph, model: &'a Model) -> Result<Opened<'a>> {
+/// Open `backend` for `graph`; the GPU schedule runs the dispatch groups of `level`. The CPU
+/// path never touches wgpu (and has no levels: it interprets the graph node by node).
+pub fn open<'a>(backend: Backend, graph: &'a Graph, model: &'a Model, level: OptLevel) -> Result<Opened<'a>> {
     let positions = graph.meta.max_ctx;
     match backend {
         Backend::Cpu => Ok(Opened {
@@ -36,7 +38,8 @@ pub fn open<'a>(backend: Backend, graph: &'a Graph, model: &'a Model) -> Result<
         Backend::Gpu => {
             let gpu = Gpu::open(&GpuOptions::default())?;
             let device = gpu.describe();
-            let schedule = Schedule::build(gpu, graph, model).context("building the GPU schedule")?;
+            let schedule = Schedule::build_fused(gpu, graph, model, level)
+                .with_context(|| format!("building the GPU schedule at -O{}", level.number()))?;
             let dispatches = Some(schedule.dispatch_count());
             let gpu_bytes = Some(schedule.gpu_bytes);
             Ok(Opened { decoder: Box::new(GpuDecoder::new(schedule, positions)), device, dispatches, gpu_bytes })

@@ -16,3 +16,15 @@ pub fn bytes(total: u64, message: &str) -> ProgressBar {
     bar.set_message(message.to_string());
     bar
 }
+
+#[allow(dead_code)] // used by `check` (next commit)
+/// A spinner with a message, drawn on stderr only if it is a terminal.
+pub fn spinner(message: &str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    if !std::io::stderr().is_terminal() {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    bar.set_message(message.to_string());
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    bar
+}

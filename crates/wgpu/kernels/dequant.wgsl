@@ -3,6 +3,7 @@
 // holding the tensor's bytes exactly as ggml lays them out (little-endian, padded to a multiple
 // of 4 bytes). `dq_<dtype>(i)` is element i of the tensor, row-major: element j of row r is
 // r*cols + j, and a block never straddles two rows because a row is a whole number of blocks.
+// (On a device with SHADER_F16, kernels over F16 weights take dequant_f16.wgsl instead.)
 //
 // Exactness: every dequantizer is bit-exact with the CPU reference (apr_ir_model::quant). The
 // f16 scales are decoded with integer operations (exact, subnormals included, whatever the

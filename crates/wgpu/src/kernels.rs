@@ -3,11 +3,22 @@
 //! Assembly is the -O0 codegen: `common.wgsl` (the step uniform, the parameter words) is
 //! prepended to every kernel, and kernels that read packed weights get `dequant.wgsl` with the
 //! token `DQ` replaced by the dequantizer of the weight's dtype.
+//!
+//! F16 weights have two paths. Everywhere, packed weights are `array<u32>` words decoded with
+//! integer operations. On a device with `SHADER_F16` whose conversions proved exact
+//! ([`crate::Gpu::f16`]), packed kernels over F16 weights are generated with `enable f16;`, bind
+//! the weight as `array<vec2<f16>>` and take `dequant_f16.wgsl` instead of `dequant.wgsl`
+//! ([`source_for`]).
 
 use apr_ir::DType;
 
 const COMMON: &str = include_str!("../kernels/common.wgsl");
 const DEQUANT: &str = include_str!("../kernels/dequant.wgsl");
+const DEQUANT_F16: &str = include_str!("../kernels/dequant_f16.wgsl");
+
+/// How every packed kernel declares its weight, and what the native f16 variant makes of it.
+const WEIGHT_WORDS: &str = "w: array<u32>;";
+const WEIGHT_HALVES: &str = "w: array<vec2<f16>>;";
 
 /// A kernel family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -24,10 +35,21 @@ pub enum Family {
     Matvec,
     Gather,
     Cast,
+    /// Fused kernels (the groups of `apr_ir::fuse` at -O1 / -O2). The two matvec families are
+    /// specialized per weight dtype through `qdot.wgsl` ([`fused_source`]), the others take
+    /// f32 operands only.
+    RmsNorm,
+    Softmax,
+    Rope,
+    SwiGlu,
+    MatvecAdd,
+    MatvecSwiGlu,
+    Attention,
+    RopeCacheWrite,
 }
 
 impl Family {
-    pub const ALL: [Family; 11] = [
+    pub const ALL: [Family; 19] = [
         Family::Unary,
         Family::Binary,
         Family::Reduce,
@@ -39,6 +61,14 @@ impl Family {
         Family::Matvec,
         Family::Gather,
         Family::Cast,
+        Family::RmsNorm,
+        Family::Softmax,
+        Family::Rope,
+        Family::SwiGlu,
+        Family::MatvecAdd,
+        Family::MatvecSwiGlu,
+        Family::Attention,
+        Family::RopeCacheWrite,
     ];
 
     fn file(self) -> &'static str {
@@ -54,6 +84,38 @@ impl Family {
             Family::Matvec => include_str!("../kernels/matvec.wgsl"),
             Family::Gather => include_str!("../kernels/gather.wgsl"),
             Family::Cast => include_str!("../kernels/cast.wgsl"),
+            Family::RmsNorm => include_str!("../kernels/rms_norm.wgsl"),
+            Family::Softmax => include_str!("../kernels/softmax.wgsl"),
+            Family::Rope => include_str!("../kernels/rope.wgsl"),
+            Family::SwiGlu => include_str!("../kernels/swiglu.wgsl"),
+            Family::MatvecAdd => include_str!("../kernels/matvec_add.wgsl"),
+            Family::MatvecSwiGlu => include_str!("../kernels/matvec_swiglu.wgsl"),
+            Family::Attention => include_str!("../kernels/attention.wgsl"),
+            Family::RopeCacheWrite => include_str!("../kernels/rope_cache_write.wgsl"),
+        }
+    }
+
+    /// Whether the family is a fused kernel (its sources come from [`fused_source`]).
+    pub fn fused(self) -> bool {
+        matches!(
+            self,
+            Family::RmsNorm
+                | Family::Softmax
+                | Family::Rope
+                | Family::SwiGlu
+                | Family::MatvecAdd
+                | Family::MatvecSwiGlu
+                | Family::Attention
+                | Family::RopeCacheWrite
+        )
+    }
+
+    /// How many weight bindings of the family are specialized per dtype (qdot instances).
+    pub fn weights(self) -> usize {
+        match self {
+            Family::MatvecAdd => 1,
+            Family::MatvecSwiGlu => 2,
+            _ => 0,
         }
     }
 
@@ -81,18 +143,85 @@ pub fn dequantizer(dtype: DType) -> &'static str {
     }
 }
 
-/// The full WGSL source of a kernel; `dtype` selects the dequantizer of packed families.
+/// The full WGSL source of a kernel for a device without `SHADER_F16` (every kernel reads its
+/// weight as u32 words); `dtype` selects the dequantizer of packed families.
 pub fn source(family: Family, dtype: Option<DType>) -> String {
+    source_for(family, dtype, false)
+}
+
+/// Whether a kernel reads its weight as `f16` storage on a device whose `SHADER_F16` is
+/// `shader_f16`: the packed families over F16 weights.
+pub fn native_f16(family: Family, dtype: Option<DType>, shader_f16: bool) -> bool {
+    shader_f16 && family.packed() && dtype == Some(DType::F16)
+}
+
+/// The full WGSL source of a kernel for a device whose `SHADER_F16` is `shader_f16`: where
+/// [`native_f16`] holds, the `enable f16;` variant (the weight bound as `array<vec2<f16>>`,
+/// `dequant_f16.wgsl` as its dequantizer); otherwise what [`source`] gives.
+pub fn source_for(family: Family, dtype: Option<DType>, shader_f16: bool) -> String {
+    if family.fused() {
+        return fused_source(family, &dtype.into_iter().collect::<Vec<_>>());
+    }
+    let native = native_f16(family, dtype, shader_f16);
     let mut s = String::with_capacity(8192);
+    if native {
+        s.push_str("enable f16;\n\n");
+    }
     s.push_str(COMMON);
     if family.packed() {
-        s.push_str(DEQUANT);
+        s.push_str(if native { DEQUANT_F16 } else { DEQUANT });
     }
-    s.push_str(family.file());
+    if native {
+        s.push_str(&family.file().replacen(WEIGHT_WORDS, WEIGHT_HALVES, 1));
+    } else {
+        s.push_str(family.file());
+    }
     match dtype {
         Some(d) if family.packed() => replace_token(&s, "DQ", dequantizer(d)),
         _ => s,
     }
+}
+
+const QDOT: &str = include_str!("../kernels/qdot.wgsl");
+
+/// The binding names of a fused family's weights, in binding order.
+const WEIGHT_NAMES: [&str; 2] = ["w", "wu"];
+
+/// The full WGSL source of a fused kernel: `common.wgsl`, then for the matvec families
+/// `dequant.wgsl` (its f16 decoding) and one [`qdot`] instance per weight binding, specialized
+/// for that weight's dtype (`dtypes[i]`; a missing one repeats the last, so a single dtype
+/// serves both weights of `MatvecSwiGlu`), then the family's file. Fused kernels read every
+/// dtype, F16 included, as u32 words, on every device.
+pub fn fused_source(family: Family, dtypes: &[DType]) -> String {
+    let mut s = String::with_capacity(16384);
+    s.push_str(COMMON);
+    if family.weights() > 0 {
+        s.push_str(DEQUANT);
+        let mut last = dtypes.first().copied().unwrap_or(DType::F32);
+        for (k, name) in WEIGHT_NAMES.iter().take(family.weights()).enumerate() {
+            last = dtypes.get(k).copied().unwrap_or(last);
+            s.push_str(&qdot(name, last));
+        }
+    }
+    s.push_str(family.file());
+    s
+}
+
+/// The `qdot.wgsl` instance for a weight binding `name` of `dtype`: the helpers above the first
+/// `// @dtype` line and the dtype's section, with `WBUF` replaced by `name`.
+pub fn qdot(name: &str, dtype: DType) -> String {
+    let suffix = dequantizer(dtype).trim_start_matches("dq_");
+    let mut sections = QDOT.split("\n// @dtype ");
+    let head = sections.next().unwrap_or_default();
+    let body = sections
+        .find(|sec| sec.lines().next().map(str::trim) == Some(suffix))
+        .map(|sec| sec.split_once('\n').map_or("", |(_, rest)| rest))
+        .unwrap_or_default();
+    let mut out = String::with_capacity(head.len() + body.len() + 64);
+    out.push_str(head);
+    out.push_str(&format!("\n// ---- {name}: {suffix} ----\n"));
+    out.push_str(body);
+    out.replace("WBUF", name)
 }
 
 /// Replace whole-word occurrences of `token`.
@@ -116,7 +245,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_packed_family_declares_its_weight_once_as_words() {
+        // The native f16 variant rewrites this declaration; a packed family without it (or
+        // with two) would keep u32 words under `dequant_f16.wgsl`.
+        for family in Family::ALL.into_iter().filter(|f| f.packed()) {
+            assert_eq!(family.file().matches(WEIGHT_WORDS).count(), 1, "{family:?}");
+            let src = source_for(family, Some(DType::F16), true);
+            assert!(src.starts_with("enable f16;") && src.contains(WEIGHT_HALVES) && !src.contains(WEIGHT_WORDS));
+        }
+        for family in Family::ALL {
+            for dtype in DType::ALL {
+                let native = native_f16(family, Some(dtype), true);
+                assert_eq!(native, family.packed() && dtype == DType::F16);
+                if !native {
+                    assert_eq!(source_for(family, Some(dtype), true), source(family, Some(dtype)));
+                }
+            }
+        }
+    }
+
+    #[test]
     fn token_replacement_is_whole_word() {
         assert_eq!(replace_token("x = DQ(i) + DQX(i) + A_DQ;", "DQ", "dq_q8_0"), "x = dq_q8_0(i) + DQX(i) + A_DQ;");
+    }
+}
+
+#[cfg(test)]
+mod fused_tests {
+    use super::*;
+
+    #[test]
+    fn qdot_has_one_section_per_dtype() {
+        for dtype in DType::ALL {
+            let inst = qdot("w", dtype);
+            assert_eq!(inst.matches("const w_CH: u32 =").count(), 1, "{dtype}");
+            assert_eq!(inst.matches("\nfn w_chunk(").count(), 1, "{dtype}");
+            assert!(!inst.contains("WBUF") && !inst.contains("\n// @dtype "), "{dtype}");
+        }
+        let two = fused_source(Family::MatvecSwiGlu, &[DType::Q4K, DType::Q6K]);
+        assert!(two.contains("// ---- w: q4_k ----") && two.contains("// ---- wu: q6_k ----"));
+        assert_eq!(fused_source(Family::Rope, &[]), source(Family::Rope, None));
     }
 }

@@ -2,11 +2,12 @@
 //!
 //! It computes what the CPU interpreter computes, on any Vulkan adapter: Mesa's software
 //! lavapipe in CI, NVIDIA on the GPU machine. Every IR op has a WGSL kernel (`kernels/`,
-//! validated by naga in tests); packed weights stay packed on the GPU and are dequantized
-//! inside the kernels that read them. A [`Schedule`] is the "manual graph": buffers,
-//! pipelines, bind groups and the dispatch list are built once, and a token costs one
-//! 16-byte uniform write, one compute pass and one submit. A weight larger than the
-//! adapter's storage-binding limit is split by rows across bindings, never dropped.
+//! validated by naga in tests), and so does every fused kernel of `apr_ir::fuse` (-O1, -O2:
+//! one dispatch per dispatch group, one buffer per group output); packed weights stay packed
+//! on the GPU and are dequantized inside the kernels that read them. A [`Schedule`] is the
+//! "manual graph": buffers, pipelines, bind groups and the dispatch list are built once, and a
+//! token costs one 16-byte uniform write, one compute pass and one submit. A weight larger than
+//! the adapter's storage-binding limit is split by rows across bindings, never dropped.
 //!
 //! This crate decides no semantics: `apr-ir-cpu` is the specification.
 

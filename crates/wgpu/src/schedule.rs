@@ -1,13 +1,20 @@
 //! The manual-graph schedule: buffers, pipelines, bind groups and the dispatch list are built
 //! once; per token only the 16-byte step uniform is written, every dispatch is encoded into
 //! one compute pass, and the command buffer is submitted once.
+//!
+//! A schedule runs the dispatch groups of `apr_ir::fuse` at some level (-O0: one per compute
+//! node): one dispatch per group (per weight piece where a weight is split across bindings),
+//! one buffer per group output (the interior of a fused group is never materialized; outputs
+//! the rewrites proved equal share their group's buffer).
 
 use crate::device::Gpu;
-use crate::kernels::{source, Family};
-use crate::plan::{plan_node, storage_of, Buf, Grid, Pieces, Plan};
+use crate::kernels::{fused_source, native_f16, source_for, Family};
+use crate::plan::{plan_group, storage_of, Buf, Grid, Pieces, Plan};
 use crate::GpuError;
+use apr_ir::fuse::OptLevel;
+use apr_ir::group::Group;
 use apr_ir::{DType, Graph, InputKind, NodeId, Op};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Where weight bytes come from.
 pub trait WeightBytes {
@@ -46,6 +53,13 @@ pub struct Schedule {
     inputs: Vec<(NodeId, u64)>,
     logits: Option<(NodeId, u64, wgpu::Buffer)>,
     counts: ObjectCounts,
+    /// Pipelines that read F16 weights as `f16` storage (the `SHADER_F16` path).
+    f16_pipelines: usize,
+    /// The dispatch groups, in order, and the level they were made at.
+    groups: Vec<Group>,
+    level: OptLevel,
+    /// Every group output and the node whose buffer holds its value, in group order.
+    materialized: Vec<(NodeId, NodeId)>,
     /// Bytes of every buffer allocated.
     pub gpu_bytes: u64,
 }
@@ -62,15 +76,59 @@ const STORAGE: wgpu::BufferUsages =
     wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_DST).union(wgpu::BufferUsages::COPY_SRC);
 
 impl Schedule {
-    /// Upload the weights, allocate every buffer, compile every kernel and record the
-    /// dispatch list.
+    /// The -O0 schedule (one dispatch per compute node): [`Schedule::build_fused`] at
+    /// [`OptLevel::O0`].
     pub fn build(gpu: Gpu, graph: &Graph, weights: &dyn WeightBytes) -> Result<Schedule, GpuError> {
+        Schedule::build_fused(gpu, graph, weights, OptLevel::O0)
+    }
+
+    /// Fuse `graph` at `level` (`apr_ir::fuse::fuse`) and build the schedule of its groups.
+    pub fn build_fused(
+        gpu: Gpu,
+        graph: &Graph,
+        weights: &dyn WeightBytes,
+        level: OptLevel,
+    ) -> Result<Schedule, GpuError> {
+        let (groups, _) = apr_ir::fuse::fuse(graph, level)?;
+        Schedule::build_groups(gpu, graph, weights, &groups, level)
+    }
+
+    /// Upload the weights, allocate a buffer per group output, compile every kernel and record
+    /// the dispatch list of `groups` (which must cover every compute node once: checked; they
+    /// are dispatched in dependency order, their own order wherever it is one). `level` chooses
+    /// kernels for one-node groups ([`crate::plan::plan_group`]).
+    pub fn build_groups(
+        gpu: Gpu,
+        graph: &Graph,
+        weights: &dyn WeightBytes,
+        groups: &[Group],
+        level: OptLevel,
+    ) -> Result<Schedule, GpuError> {
         graph.verify()?;
+        apr_ir::group::check_coverage(graph, groups)?;
+        // Value aliases: every output after a group's first shares the first one's buffer.
+        let mut alias: HashMap<NodeId, NodeId> = HashMap::new();
+        for grp in groups {
+            if let Some((&first, rest)) = grp.outputs.split_first() {
+                for &o in rest {
+                    alias.insert(o, first);
+                }
+            }
+        }
+        let resolve = |id: NodeId| resolve(graph, &alias, id);
+        let groups = &dependency_order(graph, groups, &resolve)?;
+        let materialized: Vec<(NodeId, NodeId)> =
+            groups.iter().flat_map(|grp| grp.outputs.iter().map(|&o| (o, resolve(o)))).collect();
+        let own: HashSet<NodeId> = materialized.iter().map(|&(_, s)| s).collect();
         let max_ctx = graph.meta.max_ctx;
         let mut counts = ObjectCounts::default();
         let mut gpu_bytes = 0u64;
         let mut alloc = |label: &str, size: u64, usage: wgpu::BufferUsages| -> Result<wgpu::Buffer, GpuError> {
             let size = size.max(4).next_multiple_of(4);
+            // Storage buffers in whole vec4s where the binding limit allows (the fused matvecs
+            // read their input as `array<vec4<f32>>`; the padding is zeros, never a value).
+            let vec4s = usage.contains(wgpu::BufferUsages::STORAGE) && size.next_multiple_of(16) <= gpu.max_binding;
+            let size = if vec4s { size.next_multiple_of(16) } else { size };
             if size > gpu.limits.max_buffer_size {
                 return Err(GpuError::TooLarge(size));
             }
@@ -114,6 +172,8 @@ impl Schedule {
                             why: format!("one row of {row_bytes} bytes exceeds the binding limit"),
                         });
                     }
+                    // Each piece is a buffer of its own, from its first row, padded to 4 bytes:
+                    // whole u32 words, or whole vec2<f16> pairs on the native f16 path.
                     let mut list = Vec::new();
                     let mut row0 = 0;
                     while row0 < rows {
@@ -159,7 +219,7 @@ impl Schedule {
                     let size = n.ty.bytes(max_ctx).ok_or(GpuError::TooLarge(u64::MAX))?;
                     values.insert(n.id, alloc(&n.name, size, STORAGE)?);
                 }
-                _ if storage_of(graph, n.id) != n.id => {}
+                _ if !own.contains(&n.id) => {}
                 _ => {
                     let size = n.ty.bytes(max_ctx).ok_or(GpuError::TooLarge(u64::MAX))?;
                     if size > gpu.max_binding {
@@ -173,8 +233,16 @@ impl Schedule {
         let rows = PieceRows(rows_of);
         let mut tables = Vec::new();
         let mut plans: Vec<Plan> = Vec::new();
-        for n in graph.nodes.iter().filter(|n| n.op.is_compute()) {
-            plans.extend(plan_node(graph, n, &rows, &|id| weight_f32.get(&id).cloned(), &mut tables)?);
+        for grp in groups {
+            let mut planned = plan_group(graph, grp, level, &rows, &|id| weight_f32.get(&id).cloned(), &mut tables)?;
+            for p in &mut planned {
+                for b in &mut p.bindings {
+                    if let Buf::Node(id) = b {
+                        *id = resolve(*id);
+                    }
+                }
+            }
+            plans.extend(planned);
         }
         let mut table_bufs = Vec::new();
         for t in &tables {
@@ -183,12 +251,13 @@ impl Schedule {
             up.write(&b, &bytes);
             table_bufs.push(b);
         }
-        let mut pipeline_ix: HashMap<(Family, Option<DType>), usize> = HashMap::new();
+        let mut pipeline_ix: HashMap<(Family, Option<DType>, Option<DType>), usize> = HashMap::new();
         let mut pipelines = Vec::new();
+        let mut f16_pipelines = 0;
         let mut layouts = Vec::new();
         let mut dispatches = Vec::new();
         for p in &plans {
-            let key = (p.family, p.dtype);
+            let key = (p.family, p.dtype, p.dtype2);
             let pix = match pipeline_ix.get(&key) {
                 Some(&i) => i,
                 None => {
@@ -200,7 +269,7 @@ impl Schedule {
                     });
                     let module = gpu.device.create_shader_module(wgpu::ShaderModuleDescriptor {
                         label: Some(&format!("{key:?}")),
-                        source: wgpu::ShaderSource::Wgsl(source(p.family, p.dtype).into()),
+                        source: wgpu::ShaderSource::Wgsl(kernel_source(p, gpu.f16).into()),
                     });
                     let pipe = gpu.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                         label: Some(&format!("{key:?}")),
@@ -211,6 +280,7 @@ impl Schedule {
                         cache: None,
                     });
                     counts.pipelines += 1;
+                    f16_pipelines += usize::from(native_f16(p.family, p.dtype, gpu.f16));
                     pipelines.push(pipe);
                     layouts.push(layout);
                     pipeline_ix.insert(key, pipelines.len() - 1);
@@ -243,7 +313,7 @@ impl Schedule {
         }
         let logits = match graph.output("logits") {
             Some(id) => {
-                let src = storage_of(graph, id);
+                let src = resolve(id);
                 let size = graph.node(id).and_then(|n| n.ty.bytes(max_ctx)).unwrap_or(4).next_multiple_of(4);
                 let staging =
                     alloc("logits readback", size, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST)?;
@@ -265,8 +335,22 @@ impl Schedule {
             inputs,
             logits,
             counts,
+            f16_pipelines,
+            groups: groups.clone(),
+            level,
+            materialized,
             gpu_bytes,
         })
+    }
+
+    /// The dispatch groups this schedule runs, in order.
+    pub fn groups(&self) -> &[Group] {
+        &self.groups
+    }
+
+    /// The level its groups were made at.
+    pub fn level(&self) -> OptLevel {
+        self.level
     }
 
     /// Dispatches per token.
@@ -279,6 +363,12 @@ impl Schedule {
         self.counts
     }
 
+    /// Pipelines that read F16 weights as `f16` storage: nonzero only on a device with
+    /// `SHADER_F16` ([`Gpu::f16`]) and a graph with packed kernels over F16 weights.
+    pub fn f16_pipelines(&self) -> usize {
+        self.f16_pipelines
+    }
+
     /// The device this schedule runs on.
     pub fn gpu(&self) -> &Gpu {
         &self.gpu
@@ -289,11 +379,13 @@ impl Schedule {
         self.run(token, pos, false).map(|c| c.logits)
     }
 
-    /// Capture mode, for the checker: decode with every computed node's value read back.
+    /// Capture mode, for the checker: decode with every group output's value read back (at -O0
+    /// every computed node; at -O1 / -O2 the interior of a fused group never exists on the
+    /// GPU and is not captured; outputs the rewrites proved equal read their group's buffer).
     /// Before the step, every intermediate buffer (not the KV cache) is poisoned with NaN, so a
     /// dispatch that did not write its output shows as NaN rather than as last token's value.
-    /// Intermediates are never aliased, so each value is exactly what its dispatch wrote. A
-    /// `cache_write` node's value is the rows in use of its cache, as on the CPU.
+    /// Buffers are never reused for another value, so each value is exactly what its dispatch
+    /// wrote. A `cache_write` node's value is the rows in use of its cache, as on the CPU.
     pub fn step_capture(&mut self, token: u32, pos: u32) -> Result<Captured, GpuError> {
         self.run(token, pos, true)
     }
@@ -307,24 +399,22 @@ impl Schedule {
         let words = [pos, pos + 1, token, 0];
         let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
         self.gpu.queue.write_buffer(&self.step, 0, &bytes);
-        // Capture: the computed nodes with a buffer of their own, and cache writes.
+        // Capture: every group output, from the buffer that holds it.
         let taps: Vec<(NodeId, NodeId, u64)> = if capture {
-            self.graph
-                .nodes
+            self.materialized
                 .iter()
-                .filter(|n| n.op.is_compute())
-                .filter_map(|n| {
-                    let src = storage_of(&self.graph, n.id);
-                    let own = src == n.id || matches!(n.op, Op::CacheWrite { .. });
+                .filter_map(|&(id, src)| {
                     let bytes = self.graph.node(src).and_then(|s| s.ty.bytes(max_ctx))?;
-                    own.then_some((n.id, src, bytes.next_multiple_of(4)))
+                    Some((id, src, bytes.next_multiple_of(4)))
                 })
                 .collect()
         } else {
             Vec::new()
         };
-        for (id, src, size) in &taps {
-            if id == src {
+        let mut poisoned = HashSet::new();
+        for (_, src, size) in &taps {
+            let state = self.graph.node(*src).is_some_and(|n| matches!(n.op, Op::State));
+            if !state && poisoned.insert(*src) {
                 if let Some(b) = self.values.get(src) {
                     let poison: Vec<u8> =
                         std::iter::repeat_n(f32::NAN.to_le_bytes(), (*size / 4) as usize).flatten().collect();
@@ -403,7 +493,7 @@ impl Schedule {
 #[derive(Debug, Clone, Default)]
 pub struct Captured {
     pub logits: Vec<f32>,
-    /// Every computed node's value (row-major at the step's `ctx`).
+    /// Every group output's value (row-major at the step's `ctx`); at -O0 every computed node's.
     pub values: HashMap<NodeId, Vec<f32>>,
 }
 
@@ -426,6 +516,92 @@ fn in_use(n: &apr_ir::Node, raw: &[f32], ctx: u64) -> Vec<f32> {
     }
     let count: usize = shape.iter().product();
     raw.get(..count).unwrap_or(raw).to_vec()
+}
+
+/// The node whose buffer holds `id`'s value: through views and cache writes
+/// ([`storage_of`]), and from an output the rewrites proved equal to its group's first.
+fn resolve(g: &Graph, alias: &HashMap<NodeId, NodeId>, id: NodeId) -> NodeId {
+    let mut id = storage_of(g, id);
+    // Each step moves to a group's first output, which is never an alias: at most one hop
+    // after the first, but bounded anyway.
+    for _ in 0..g.nodes.len() {
+        match alias.get(&id) {
+            Some(&first) if first != id => id = storage_of(g, first),
+            _ => break,
+        }
+    }
+    id
+}
+
+/// `groups` in an order where each group comes after the groups whose values it reads: the
+/// given order wherever that already holds (Kahn's algorithm, ready groups taken by their
+/// position in `groups`). Each fusion window is ordered by `apr_ir::fuse`, but the windows are
+/// concatenated with the nodes outside every layer first, so a group such as the final norm
+/// can arrive before the layers it reads. A group that reads a `state` node itself (not
+/// through its `cache_write`) reads the cache as it was before this step's write, so it goes
+/// before the write, as in the graph's node order. `Err` on a cycle.
+fn dependency_order(g: &Graph, groups: &[Group], resolve: &dyn Fn(NodeId) -> NodeId) -> Result<Vec<Group>, GpuError> {
+    let mut producer: HashMap<NodeId, usize> = HashMap::new();
+    for (k, grp) in groups.iter().enumerate() {
+        for &o in &grp.outputs {
+            producer.insert(resolve(o), k);
+        }
+    }
+    // The node a read names, through reshapes only (a cache write is not looked through).
+    let viewed = |mut id: NodeId| {
+        while let Some((Op::Reshape { .. }, Some(&src))) = g.node(id).map(|n| (&n.op, n.inputs.first())) {
+            id = src;
+        }
+        id
+    };
+    // (before, after) pairs.
+    let mut edges: Vec<(usize, usize)> = Vec::new();
+    for (k, grp) in groups.iter().enumerate() {
+        let reads: Vec<NodeId> = if grp.kernel.is_node() {
+            grp.value().and_then(|v| g.node(v)).map(|n| n.inputs.clone()).unwrap_or_default()
+        } else {
+            grp.kernel.operands()
+        };
+        for r in reads {
+            let Some(&p) = producer.get(&resolve(r)) else { continue };
+            let state = g.node(viewed(r)).is_some_and(|n| matches!(n.op, Op::State));
+            if p != k {
+                edges.push(if state { (k, p) } else { (p, k) });
+            }
+        }
+    }
+    edges.sort_unstable();
+    edges.dedup();
+    let mut indeg = vec![0usize; groups.len()];
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); groups.len()];
+    for (before, after) in edges {
+        indeg[after] += 1;
+        dependents[before].push(after);
+    }
+    let mut ready: std::collections::BTreeSet<usize> = (0..groups.len()).filter(|&k| indeg[k] == 0).collect();
+    let mut out = Vec::with_capacity(groups.len());
+    while let Some(k) = ready.pop_first() {
+        out.push(groups[k].clone());
+        for &d in &dependents[k] {
+            indeg[d] -= 1;
+            if indeg[d] == 0 {
+                ready.insert(d);
+            }
+        }
+    }
+    if out.len() != groups.len() {
+        return Err(GpuError::Internal("the dispatch groups read each other in a cycle".into()));
+    }
+    Ok(out)
+}
+
+/// The WGSL source of a plan's kernel on a device whose `SHADER_F16` is `shader_f16`.
+fn kernel_source(p: &Plan, shader_f16: bool) -> String {
+    if p.family.fused() {
+        let dtypes: Vec<DType> = [p.dtype, p.dtype2].into_iter().flatten().collect();
+        return fused_source(p.family, &dtypes);
+    }
+    source_for(p.family, p.dtype, shader_f16)
 }
 
 /// Binding 0: the step uniform; 1: parameters; then `n` storage buffers, the last written.

@@ -24,6 +24,11 @@
 //! | [`REDUCTION`] | reduce_sum, reduce_mean, reduce_max; the attention chain | 1e-9 | f32 sums in index order vs the CPU's f64 sums |
 //! | [`MATMUL`] | matmul (packed and f32 rhs) | 1e-9 | f32 dot products in different orders; the dequantized weights are bit-exact |
 //!
+//! Packed-weight tests (cast, gather, matmul) run F16 weights on both of their paths: `f16`
+//! storage on a device with `SHADER_F16` (where the adapter has it) and u32 words on a device
+//! opened with `no_f16` ([`f16_paths`]); the harness fails a suite whose device took the other
+//! path.
+//!
 //! Graphs the IR allows but a backend refuses (an error, never a panic) are printed as `GAP`
 //! lines (`Suite::check_or_refused`); where both backends run them, they must agree.
 
@@ -66,6 +71,17 @@ const DTYPES: [DType; 11] = [
     DType::Q5K,
     DType::Q6K,
 ];
+
+/// The two ways a device reads F16 weights, each with the dtypes a packed-weight test runs on
+/// it and a tag for labels: the default device (`f16` storage where the adapter has
+/// `SHADER_F16`) for every dtype, then a device opened with `no_f16` for F16 again (u32 words).
+/// The harness asserts that each suite's device took its path.
+fn f16_paths() -> [(GpuOptions, &'static str, &'static [DType]); 2] {
+    [
+        (GpuOptions::default(), "", &DTYPES),
+        (GpuOptions { no_f16: true, ..GpuOptions::default() }, " (no f16)", &[DType::F16]),
+    ]
+}
 
 fn numel(s: &[u64]) -> usize {
     s.iter().product::<u64>() as usize

@@ -4,6 +4,10 @@
 //! CI) they are held to the CPU reference `apr_ir_model::quant`: cast and gather bit for bit,
 //! matvec within a relative L2 error of 1e-5 of an f64 dot product of the dequantized weights.
 //!
+//! F16 weights run on both of their paths: `f16` storage on a device with `SHADER_F16` (where
+//! the adapter has it; the tests fail if such an adapter does not give it) and u32 words on a
+//! device opened with `no_f16`. Every other dtype runs on the default device.
+//!
 //! Shapes and data are random per run; the seed is printed (`PACKED_KERNELS_SEED=N` replays it).
 //! Without an adapter the GPU tests print a skip note, or fail when `CI=true`.
 
@@ -12,7 +16,7 @@ mod harness;
 
 use apr_ir::DType;
 use apr_ir_model::quant;
-use apr_ir_wgpu::kernels::{dequantizer, source, Family};
+use apr_ir_wgpu::kernels::{dequantizer, native_f16, source, source_for, Family};
 use harness::{grid, Dispatch, Gpu, Rng};
 
 /// Every dtype that holds reals (all but i32, which has no codec).
@@ -107,6 +111,31 @@ fn first_bit_mismatch(got: &[f32], want: &[f32]) -> Option<String> {
         .map(|(i, (g, w))| format!("element {i}: gpu {g:e} ({:#010x}), cpu {w:e} ({:#010x})", g.to_bits(), w.to_bits()))
 }
 
+/// The (device, dtype) pairs a GPU test runs: the default device (F16 weights as `f16` storage
+/// where the adapter has `SHADER_F16`) with every dtype, and a device opened with `no_f16` with
+/// F16 again (u32 words). Fails when a device took the other path.
+fn devices(test: &str) -> Option<Vec<(&'static Gpu, DType)>> {
+    let (gpu, words) = (harness::gpu()?, harness::gpu_without_f16()?);
+    let has = harness::adapter_has_shader_f16();
+    let features = |g: &Gpu| g.device.features().contains(wgpu::Features::SHADER_F16);
+    assert_eq!(gpu.f16, has, "{test}: the adapter's SHADER_F16 is {has}, but the device is {}", gpu.adapter);
+    assert!(!gpu.f16 || features(gpu), "{test}: the f16 path on a device without SHADER_F16");
+    assert!(!words.f16 && !features(words), "{test}: a device opened with no_f16 has SHADER_F16");
+    if !has {
+        println!("{test}: the adapter has no SHADER_F16: F16 runs on the u32 path only");
+    }
+    Some(DTYPES.iter().map(|&d| (gpu, d)).chain([(words, DType::F16)]).collect())
+}
+
+/// How `gpu` reads `dtype` weights, for case labels.
+fn path(gpu: &Gpu, dtype: DType) -> &'static str {
+    if native_f16(Family::Cast, Some(dtype), gpu.f16) {
+        "f16 storage"
+    } else {
+        "u32 words"
+    }
+}
+
 /// Report every dtype's failures together, with the seed's line above them.
 fn finish(test: &str, failures: Vec<String>) {
     assert!(failures.is_empty(), "{test}: {} failures:\n{}", failures.len(), failures.join("\n"));
@@ -114,24 +143,42 @@ fn finish(test: &str, failures: Vec<String>) {
 
 #[test]
 fn every_packed_kernel_validates_for_every_dtype() {
-    let mut validator =
-        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::empty());
     let families: Vec<Family> = Family::ALL.into_iter().filter(|f| f.packed()).collect();
     assert_eq!(families, [Family::Matvec, Family::Gather, Family::Cast]);
     let mut failures = Vec::new();
     for family in families {
         for dtype in DType::ALL {
-            let src = source(family, Some(dtype));
-            assert!(src.contains(dequantizer(dtype)), "{family:?} {dtype}: DQ not replaced");
-            let module = match naga::front::wgsl::parse_str(&src) {
-                Ok(m) => m,
-                Err(e) => {
-                    failures.push(format!("{family:?} {dtype}: parse: {}", e.emit_to_string(&src)));
-                    continue;
+            // The u32 path with no capability at all, and the sources for a device with
+            // SHADER_F16 with naga's SHADER_FLOAT16 (the capability wgpu grants with it).
+            for shader_f16 in [false, true] {
+                let native = native_f16(family, Some(dtype), shader_f16);
+                let src = source_for(family, Some(dtype), shader_f16);
+                let case = format!("{family:?} {dtype}{}", if native { " (f16 storage)" } else { "" });
+                assert!(src.contains(dequantizer(dtype)), "{case}: DQ not replaced");
+                let module = match naga::front::wgsl::parse_str(&src) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        failures.push(format!("{case}: parse: {}", e.emit_to_string(&src)));
+                        continue;
+                    }
+                };
+                let caps = if shader_f16 {
+                    naga::valid::Capabilities::SHADER_FLOAT16
+                } else {
+                    naga::valid::Capabilities::empty()
+                };
+                let mut validator = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps);
+                if let Err(e) = validator.validate(&module) {
+                    failures.push(format!("{case}: validate: {}", e.emit_to_string(&src)));
                 }
-            };
-            if let Err(e) = validator.validate(&module) {
-                failures.push(format!("{family:?} {dtype}: validate: {}", e.emit_to_string(&src)));
+                // The f16 variant really uses f16: without the capability naga refuses it.
+                let mut without = naga::valid::Validator::new(
+                    naga::valid::ValidationFlags::all(),
+                    naga::valid::Capabilities::empty(),
+                );
+                if native && without.validate(&module).is_ok() {
+                    failures.push(format!("{case}: validates without SHADER_FLOAT16"));
+                }
             }
         }
     }
@@ -140,17 +187,17 @@ fn every_packed_kernel_validates_for_every_dtype() {
 
 #[test]
 fn cast_equals_cpu_dequantize_bit_for_bit() {
-    let Some(gpu) = harness::gpu() else { return };
+    let Some(devices) = devices("cast") else { return };
     let mut rng = seeded("cast");
     let mut failures = Vec::new();
-    for dtype in DTYPES {
+    for (gpu, dtype) in devices {
         let cols = cols_for(&mut rng, dtype);
         let rows = rng.range(1, 9);
         let n = rows * cols;
         let bytes = pack(dtype, &values(&mut rng, n));
         let want = unpack(dtype, &bytes, n);
 
-        let kernel = gpu.kernel(&format!("cast {dtype}"), &source(Family::Cast, Some(dtype)), 4);
+        let kernel = gpu.kernel(&format!("cast {dtype}"), &source_for(Family::Cast, Some(dtype), gpu.f16), 4);
         let (step, prm, w) = (gpu.step(0), gpu.words(&[n as u32]), gpu.storage(&bytes));
         // 64 spare elements: threads past the count must not write.
         let out = poisoned(gpu, n + 64);
@@ -158,7 +205,7 @@ fn cast_equals_cpu_dequantize_bit_for_bit() {
         gpu.run(&[Dispatch { kernel: &kernel, buffers: vec![&step, &prm, &w, &out], grid }]);
         let got = gpu.read_f32(&out, n + 64);
 
-        let case = format!("{dtype} {rows}x{cols} grid {grid:?}");
+        let case = format!("{dtype} ({}) {rows}x{cols} grid {grid:?}", path(gpu, dtype));
         if let Some(m) = first_bit_mismatch(&got[..n], &want) {
             failures.push(format!("{case}: {m}"));
         }
@@ -169,12 +216,49 @@ fn cast_equals_cpu_dequantize_bit_for_bit() {
     finish("cast", failures);
 }
 
+/// Every f16 bit pattern (zeros, subnormals, normals, infinities, NaNs), cast on each F16 path,
+/// equals the CPU's conversion bit for bit; on the f16 path a NaN only has to stay a NaN (its
+/// payload is the device's `f32(h)`), and how many payloads differ is printed.
+#[test]
+fn f16_every_bit_pattern_bit_for_bit() {
+    let Some(devices) = devices("f16 patterns") else { return };
+    let n = 1usize << 16;
+    let bytes: Vec<u8> = (0..=u16::MAX).flat_map(|h| h.to_le_bytes()).collect();
+    let want = unpack(DType::F16, &bytes, n);
+    let mut failures = Vec::new();
+    for (gpu, _) in devices.into_iter().filter(|&(_, d)| d == DType::F16) {
+        let kernel = gpu.kernel("cast f16 patterns", &source_for(Family::Cast, Some(DType::F16), gpu.f16), 4);
+        let (step, prm, w, out) = (gpu.step(0), gpu.words(&[n as u32]), gpu.storage(&bytes), poisoned(gpu, n));
+        let grid = grid((n / 64) as u32, 65535);
+        gpu.run(&[Dispatch { kernel: &kernel, buffers: vec![&step, &prm, &w, &out], grid }]);
+        let got = gpu.read_f32(&out, n);
+        let path = path(gpu, DType::F16);
+        let mut payloads = 0;
+        for (h, (g, c)) in got.iter().zip(&want).enumerate() {
+            if g.to_bits() == c.to_bits() {
+                continue;
+            }
+            if c.is_nan() && g.is_nan() && gpu.f16 {
+                payloads += 1;
+            } else if failures.len() < 20 {
+                failures.push(format!(
+                    "{path}: f16 {h:#06x}: gpu {g:e} ({:#010x}), cpu {c:e} ({:#010x})",
+                    g.to_bits(),
+                    c.to_bits()
+                ));
+            }
+        }
+        println!("f16 patterns: {} ({path}): {payloads} of 2046 NaN payloads differ from the CPU's", gpu.adapter);
+    }
+    finish("f16 patterns", failures);
+}
+
 #[test]
 fn gather_equals_dequantized_rows_whole_and_split() {
-    let Some(gpu) = harness::gpu() else { return };
+    let Some(devices) = devices("gather") else { return };
     let mut rng = seeded("gather");
     let mut failures = Vec::new();
-    for dtype in DTYPES {
+    for (gpu, dtype) in devices {
         let cols = cols_for(&mut rng, dtype);
         let rows = rng.range(2, 12);
         let bytes = pack(dtype, &values(&mut rng, rows * cols));
@@ -187,14 +271,14 @@ fn gather_equals_dequantized_rows_whole_and_split() {
         let n = ids.len() * cols;
         let want: Vec<f32> = ids.iter().flat_map(|&id| &table[id as usize * cols..][..cols]).copied().collect();
 
-        let kernel = gpu.kernel(&format!("gather {dtype}"), &source(Family::Gather, Some(dtype)), 5);
+        let kernel = gpu.kernel(&format!("gather {dtype}"), &source_for(Family::Gather, Some(dtype), gpu.f16), 5);
         let step = gpu.step(0);
         let ids_buf = gpu.storage(&ids.iter().flat_map(|i| i.to_le_bytes()).collect::<Vec<u8>>());
         let grid = grid((n as u32).div_ceil(64), max_x(&mut rng));
         let prm = |row0: usize, piece_rows: usize| {
             gpu.words(&[ids.len() as u32, cols as u32, row0 as u32, piece_rows as u32])
         };
-        let case = format!("{dtype} table {rows}x{cols} ids {ids:?} grid {grid:?}");
+        let case = format!("{dtype} ({}) table {rows}x{cols} ids {ids:?} grid {grid:?}", path(gpu, dtype));
 
         // The whole table in one buffer.
         let (prm_all, w_all, out) = (prm(0, rows), gpu.storage(&bytes), poisoned(gpu, n));
@@ -229,10 +313,10 @@ fn gather_equals_dequantized_rows_whole_and_split() {
 
 #[test]
 fn matvec_matches_f64_reference_whole_and_split() {
-    let Some(gpu) = harness::gpu() else { return };
+    let Some(devices) = devices("matvec") else { return };
     let mut rng = seeded("matvec");
     let mut failures = Vec::new();
-    for dtype in DTYPES {
+    for (gpu, dtype) in devices {
         let k = match dtype.block_len() {
             1 => rng.range(1, 600),
             32 => 32 * rng.range(1, 16),
@@ -241,7 +325,7 @@ fn matvec_matches_f64_reference_whole_and_split() {
         let n = 2 * rng.range(8, 20) + 1;
         let bytes = pack(dtype, &values(&mut rng, n * k));
         let wf = unpack(dtype, &bytes, n * k);
-        let kernel = gpu.kernel(&format!("matvec {dtype}"), &source(Family::Matvec, Some(dtype)), 5);
+        let kernel = gpu.kernel(&format!("matvec {dtype}"), &source_for(Family::Matvec, Some(dtype), gpu.f16), 5);
         let step = gpu.step(0);
         let w_all = gpu.storage(&bytes);
         let p = rng.range(1, n - 1);
@@ -262,7 +346,7 @@ fn matvec_matches_f64_reference_whole_and_split() {
             let x_buf = gpu.floats(&x);
             let prm = |row0: usize, rows: usize| gpu.words(&[m as u32, k as u32, n as u32, row0 as u32, rows as u32]);
             let max_x = max_x(&mut rng);
-            let case = format!("{dtype} M={m} N={n} K={k} max_x {max_x}");
+            let case = format!("{dtype} ({}) M={m} N={n} K={k} max_x {max_x}", path(gpu, dtype));
 
             let (prm_all, out) = (prm(0, n), poisoned(gpu, m * n));
             let g = grid(n as u32, max_x);
@@ -308,7 +392,8 @@ fn compare(got: &[f32], want: &[f64]) -> Option<String> {
 /// `cargo test --release --test packed_kernels -- --ignored --nocapture`. Each timing is one
 /// pass of 20 dispatches after a quarter-second warm-up, over weight copies that together
 /// exceed the L2 cache; the median of 5 is printed, in µs and weight GB/s, with the result
-/// checked against an f64 reference. `PACKED_BENCH_KERNELS=DIR[:DIR…]` also times each
+/// checked against an f64 reference. On a device with `SHADER_F16` the built-in F16 kernel reads
+/// `f16` storage, and F16 is timed on the u32 path too. `PACKED_BENCH_KERNELS=DIR[:DIR…]` also times each
 /// `DIR/{common,dequant,matvec}.wgsl` (variants under study; `DQ(` is replaced as
 /// `kernels::source` does) in the same process, on the same card and clocks as the built-in one.
 #[test]
@@ -342,7 +427,11 @@ fn matvec_throughput() {
             .collect();
         let copies = (256_usize << 20).div_ceil(bytes.len()).max(2);
         let ws: Vec<wgpu::Buffer> = (0..copies).map(|_| gpu.storage(&bytes)).collect();
-        let mut sources = vec![("built-in".to_string(), source(Family::Matvec, Some(dtype)))];
+        let mut sources = vec![("built-in".to_string(), source_for(Family::Matvec, Some(dtype), gpu.f16))];
+        if native_f16(Family::Matvec, Some(dtype), gpu.f16) {
+            // The u32 path too, on the same device and clocks.
+            sources.push(("u32 words".to_string(), source(Family::Matvec, Some(dtype))));
+        }
         for (dir, src) in &variants {
             sources.push((dir.clone(), src.replace("DQ(", &format!("{}(", dequantizer(dtype)))));
         }

@@ -1,10 +1,12 @@
 //! GPU logits against the float64 HF references (relative L2 < 1e-3, equal argmax at every
-//! position) for every fixture, on whatever Vulkan adapter is present (lavapipe in CI).
+//! position) for every fixture, at every optimization level (-O0, -O1, -O2: the dispatch groups
+//! of `apr_ir::fuse`), on whatever Vulkan adapter is present (lavapipe in CI).
 //! Also: decoding allocates nothing after warm-up, and tensors over the binding limit are
 //! split across bindings.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout, clippy::print_stderr)]
 
+use apr_ir::fuse::OptLevel;
 use apr_ir_model::Model;
 use apr_ir_wgpu::{Gpu, GpuOptions, Schedule};
 use std::path::{Path, PathBuf};
@@ -42,11 +44,24 @@ fn argmax(x: impl Iterator<Item = f64>) -> usize {
     x.enumerate().fold((0, f64::NEG_INFINITY), |(bi, bv), (i, v)| if v > bv { (i, v) } else { (bi, bv) }).0
 }
 
+/// [`check_at`] at -O0, -O1 and -O2; the -O2 schedule.
 fn check(model_path: &Path, arch: &str, reference: &str, opts: &GpuOptions) -> Option<Schedule> {
+    let mut last = None;
+    for level in [OptLevel::O0, OptLevel::O1, OptLevel::O2] {
+        last = Some(check_at(model_path, arch, reference, opts, level)?);
+    }
+    last
+}
+
+fn check_at(model_path: &Path, arch: &str, reference: &str, opts: &GpuOptions, level: OptLevel) -> Option<Schedule> {
     let gpu = gpu(opts)?;
     let model = Model::open(model_path).unwrap();
     let graph = model.lower(Some(32)).unwrap();
-    let mut s = Schedule::build(gpu, &graph, &model).unwrap();
+    let mut s = Schedule::build_fused(gpu, &graph, &model, level).unwrap();
+    // The f16 fixtures' matrices are read as f16 storage exactly when the device has SHADER_F16.
+    if reference.ends_with("-f16") {
+        assert_eq!(s.f16_pipelines() > 0, s.gpu().f16, "{reference}: {} f16 pipelines", s.f16_pipelines());
+    }
     let ids = token_ids(arch);
     let want = read_npy_f64(&fixtures().join(format!("models/{reference}.logits.npy")));
     let vocab = want.len() / ids.len();
@@ -59,12 +74,13 @@ fn check(model_path: &Path, arch: &str, reference: &str, opts: &GpuOptions) -> O
         let err: f64 = got.iter().zip(row).map(|(&g, &w)| (f64::from(g) - w).powi(2)).sum::<f64>().sqrt();
         let rel = err / row.iter().map(|w| w * w).sum::<f64>().sqrt();
         worst = worst.max(rel);
-        assert!(rel < 1e-3, "{}: position {pos}: relative L2 {rel:.3e}", model_path.display());
+        assert!(rel < 1e-3, "{} -O{}: position {pos}: relative L2 {rel:.3e}", model_path.display(), level.number());
         assert_eq!(
             argmax(got.iter().map(|&g| f64::from(g))),
             argmax(row.iter().copied()),
-            "{}: argmax at {pos}",
-            model_path.display()
+            "{} -O{}: argmax at {pos}",
+            model_path.display(),
+            level.number()
         );
         // After the first token, decoding creates no GPU objects.
         match counts {
@@ -73,8 +89,9 @@ fn check(model_path: &Path, arch: &str, reference: &str, opts: &GpuOptions) -> O
         }
     }
     println!(
-        "{} on {}: worst relative L2 {worst:.2e}, {} dispatches/token",
+        "{} -O{} on {}: worst relative L2 {worst:.2e}, {} dispatches/token",
         model_path.display(),
+        level.number(),
         s.gpu().describe(),
         s.dispatch_count()
     );
@@ -100,6 +117,18 @@ gguf_case!(llama_f16, "llama", "f16");
 gguf_case!(llama_q8_0, "llama", "q8_0");
 gguf_case!(llama_q4_k, "llama", "q4_k");
 
+/// The f16 fixtures on the u32 path too (a device opened with `no_f16`); the cases above read
+/// them as f16 storage where the adapter has `SHADER_F16`.
+#[test]
+fn f16_fixtures_without_shader_f16() {
+    let opts = GpuOptions { no_f16: true, ..GpuOptions::default() };
+    for arch in ["qwen2", "llama"] {
+        let file = format!("{arch}-f16");
+        let Some(s) = check(&fixtures().join(format!("models/{file}.gguf")), arch, &file, &opts) else { return };
+        assert!(!s.gpu().f16 && s.f16_pipelines() == 0, "{file}: no_f16 was not honoured");
+    }
+}
+
 #[test]
 fn hf_dirs() {
     check(&fixtures().join("hf/qwen2-tiny"), "qwen2", "qwen2-hf", &GpuOptions::default());
@@ -109,7 +138,7 @@ fn hf_dirs() {
 #[test]
 fn weights_over_the_binding_limit_are_split_not_dropped() {
     // 64 KiB bindings: the 512x256 f32 embedding/LM head (512 KiB) becomes 8 pieces.
-    let opts = GpuOptions { max_binding_override: Some(64 << 10) };
+    let opts = GpuOptions { max_binding_override: Some(64 << 10), ..GpuOptions::default() };
     let Some(split) = check(&fixtures().join("models/llama-f32.gguf"), "llama", "llama-f32", &opts) else { return };
     let Some(whole) = check(&fixtures().join("models/llama-f32.gguf"), "llama", "llama-f32", &GpuOptions::default())
     else {

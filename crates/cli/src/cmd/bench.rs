@@ -14,6 +14,10 @@ pub struct Args {
     /// Where to run.
     #[arg(long, value_enum, default_value = "cpu")]
     backend: crate::backend::Backend,
+    /// Optimization level of the GPU schedule: 0 = one dispatch per compute node, 1 = row-local
+    /// fusion, 2 = also matvec epilogues, attention, cache writes (the CPU ignores it).
+    #[arg(short = 'O', default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=2))]
+    opt: u8,
     /// Prompt positions processed before timing decode (one token at a time).
     #[arg(long, default_value_t = 16)]
     prompt_tokens: u32,
@@ -30,6 +34,8 @@ struct Report {
     model: String,
     device: String,
     dispatches_per_token: Option<usize>,
+    /// The GPU schedule's level (absent on the CPU).
+    opt_level: Option<u8>,
     gpu_bytes: Option<u64>,
     state_bytes: u64,
     prompt_tokens: u32,
@@ -53,7 +59,8 @@ pub fn run(args: Args) -> Result<()> {
     }
     let graph = model.lower(Some(positions))?;
     let per_token = graph.stats().weight_bytes_per_token;
-    let opened = crate::backend::open(args.backend, &graph, &model)?;
+    let level = super::opt_level(args.opt)?;
+    let opened = crate::backend::open(args.backend, &graph, &model, level)?;
     let mut dec = opened.decoder;
     let vocab = model.params.vocab;
     let start = Instant::now();
@@ -78,6 +85,7 @@ pub fn run(args: Args) -> Result<()> {
         model: model.name.clone(),
         device: opened.device.clone(),
         dispatches_per_token: opened.dispatches,
+        opt_level: opened.dispatches.map(|_| level.number()),
         gpu_bytes: opened.gpu_bytes,
         state_bytes: graph.stats().state_bytes,
         prompt_tokens: args.prompt_tokens,
@@ -94,7 +102,7 @@ pub fn run(args: Args) -> Result<()> {
     } else {
         println!("model        {} on {}", r.model, r.device);
         if let Some(d) = r.dispatches_per_token {
-            println!("dispatches   {d} per token");
+            println!("dispatches   {d} per token at -O{}", level.number());
         }
         if let Some(b) = r.gpu_bytes {
             println!(

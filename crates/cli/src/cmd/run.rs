@@ -1,5 +1,5 @@
-//! `apr-ir run`: generate text with a model on the CPU reference interpreter (the wgpu
-//! backend arrives with its issue; asking for it is an error until then).
+//! `apr-ir run`: generate text with a model on the CPU reference interpreter or the wgpu
+//! backend (at -O0, -O1 or -O2; behind a CPU parity gate).
 
 use crate::npy;
 use anyhow::{bail, Context, Result};
@@ -35,6 +35,11 @@ pub struct Args {
     /// Same as --backend cpu; never initializes a GPU.
     #[arg(long, conflicts_with = "backend")]
     no_gpu: bool,
+    /// Optimization level of the GPU schedule: 0 = one dispatch per compute node, 1 = row-local
+    /// fusion (norms, softmax, RoPE, SwiGLU), 2 = also matvec epilogues, attention, cache
+    /// writes. The CPU backend interprets the graph node by node whatever the level.
+    #[arg(short = 'O', default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=2))]
+    opt: u8,
     /// Most tokens to generate (0: only process the prompt) [default: 128, or what the
     /// model's context leaves after the prompt].
     #[arg(long)]
@@ -61,6 +66,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let backend = if args.no_gpu { Backend::Cpu } else { args.backend };
+    let level = super::opt_level(args.opt)?;
     if !(args.temperature >= 0.0 && args.temperature.is_finite()) {
         bail!("--temperature must be a finite number >= 0");
     }
@@ -85,7 +91,7 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     let graph = model.lower(Some(needed.max(1)))?;
-    let opened = backend::open(backend, &graph, &model)?;
+    let opened = backend::open(backend, &graph, &model, level)?;
     let mut decoder = opened.decoder;
     if backend == Backend::Gpu {
         if args.skip_parity_gate {

@@ -138,6 +138,15 @@ pub fn fuse(g: &Graph, level: OptLevel) -> Result<(Vec<Group>, FuseStats), IrErr
             }
         }
     }
+    // Windows are independent, but a window reads what earlier ones write (the head reads
+    // the last layer): order all groups by their data dependencies.
+    let groups = match order(g, groups) {
+        Some(ordered) => ordered,
+        None => {
+            stats.fallbacks.push("the fused groups could not be ordered; using one dispatch per node".into());
+            crate::group::unfused(g)
+        }
+    };
     for grp in &groups {
         if !grp.kernel.is_node() {
             *stats.kernels.entry(grp.kernel.name().to_string()).or_default() += 1;
@@ -487,17 +496,41 @@ fn order(g: &Graph, groups: Vec<Group>) -> Option<Vec<Group>> {
         }
         id
     };
-    let deps: Vec<BTreeSet<usize>> = groups
+    let reads: Vec<Vec<NodeId>> = groups
         .iter()
-        .enumerate()
-        .map(|(k, grp)| {
-            let reads: Vec<NodeId> = match &grp.kernel {
+        .map(|grp| {
+            let r = match &grp.kernel {
                 Kernel::Node => grp.value().and_then(|v| g.node(v)).map(|n| n.inputs.clone()).unwrap_or_default(),
                 kn => kn.operands(),
             };
-            reads.into_iter().filter_map(|r| producer.get(&storage(r)).copied()).filter(|&p| p != k).collect()
+            r.into_iter().map(storage).collect()
         })
         .collect();
+    let mut deps: Vec<BTreeSet<usize>> = reads
+        .iter()
+        .enumerate()
+        .map(|(k, r)| r.iter().filter_map(|x| producer.get(x).copied()).filter(|&p| p != k).collect())
+        .collect();
+    // A cache is updated in place: whoever reads the state itself (its old contents) runs
+    // before the group that writes it.
+    for (k, grp) in groups.iter().enumerate() {
+        let written = match &grp.kernel {
+            Kernel::RopeCacheWrite { cache, .. } => Some(*cache),
+            Kernel::Node => grp
+                .value()
+                .and_then(|v| g.node(v))
+                .filter(|n| matches!(n.op, Op::CacheWrite { .. }))
+                .and_then(|n| n.inputs.first().copied()),
+            _ => None,
+        };
+        if let Some(state) = written {
+            for (j, r) in reads.iter().enumerate() {
+                if j != k && r.contains(&state) {
+                    deps[k].insert(j);
+                }
+            }
+        }
+    }
     let mut indeg: Vec<usize> = deps.iter().map(BTreeSet::len).collect();
     let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); groups.len()];
     for (k, d) in deps.iter().enumerate() {

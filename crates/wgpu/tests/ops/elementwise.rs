@@ -70,20 +70,22 @@ fn cast_from_every_dtype() {
     }
     let mut rng = rng("cast");
     let mut worst = Worst::default();
-    let mut suite = Suite::new("cast", 8);
-    for dtype in DTYPES {
-        let bl = dtype.block_len();
-        for rank in 1..=3 {
-            let mut s = shape(&mut rng, rank - 1, 200);
-            let blocks = if bl == 1 { rng.pick(&SIZES) } else { rng.range(1, 3) };
-            s.push(blocks * bl);
-            let mut c = suite.case(format!("cast {dtype}{s:?}"));
-            let w = c.weight("w", dtype, &s, &rng.normals(numel(&s)));
-            let y = c.push("y", Op::Cast { to: DType::F32 }, &[w]);
-            c.done(y, format!("cast {dtype}"), EXACT);
+    for (opts, tag, dtypes) in f16_paths() {
+        let mut suite = Suite::new(format!("cast{tag}"), 8);
+        for &dtype in dtypes {
+            let bl = dtype.block_len();
+            for rank in 1..=3 {
+                let mut s = shape(&mut rng, rank - 1, 200);
+                let blocks = if bl == 1 { rng.pick(&SIZES) } else { rng.range(1, 3) };
+                s.push(blocks * bl);
+                let mut c = suite.case(format!("cast {dtype}{s:?}{tag}"));
+                let w = c.weight("w", dtype, &s, &rng.normals(numel(&s)));
+                let y = c.push("y", Op::Cast { to: DType::F32 }, &[w]);
+                c.done(y, format!("cast {dtype}{tag}"), EXACT);
+            }
         }
+        suite.check_with(&TWO, &mut worst, &opts);
     }
-    suite.check(&TWO, &mut worst);
     worst.print("cast");
 }
 

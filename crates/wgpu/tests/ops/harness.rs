@@ -213,6 +213,7 @@ impl Suite {
         }
         let gpu = Gpu::open(opts).unwrap_or_else(|e| panic!("{label}: gpu: {e}"));
         let mut sched = Schedule::build(gpu, &graph, &self.w).map_err(|e| format!("gpu: {e}"))?;
+        check_f16_path(&label, &graph, &sched, opts);
         let mut acc: Vec<Acc> = self.cases.iter().map(|_| Acc::default()).collect();
         for &(token, pos) in steps {
             let ctx = u64::from(pos) + 1;
@@ -397,6 +398,38 @@ fn presented(g: &Graph, n: NodeId, ctx: u64) -> Vec<usize> {
         s[axis as usize] = ctx as usize;
     }
     s
+}
+
+/// The schedule read F16 weights the way `opts` and the adapter say: as `f16` storage when the
+/// adapter has `SHADER_F16` (asked of wgpu directly) and `no_f16` is off, else as u32 words.
+fn check_f16_path(label: &str, graph: &Graph, sched: &Schedule, opts: &GpuOptions) {
+    let gpu = sched.gpu();
+    let want = !opts.no_f16 && adapter_has_shader_f16();
+    assert_eq!(gpu.f16, want, "{label}: expected the f16 path to be {want} on {}", gpu.describe());
+    let features = gpu.device.features().contains(wgpu::Features::SHADER_F16);
+    assert!(!gpu.f16 || features, "{label}: the f16 path on a device without SHADER_F16");
+    assert!(!opts.no_f16 || !features, "{label}: a device opened with no_f16 has SHADER_F16");
+    let f16_weights = graph.nodes.iter().any(|n| matches!(n.op, Op::Weight { .. }) && n.ty.dtype == DType::F16);
+    let f16_pipelines = sched.f16_pipelines();
+    assert_eq!(f16_pipelines > 0, want && f16_weights, "{label}: {f16_pipelines} pipelines read f16 storage");
+}
+
+/// Whether the adapter `Gpu::open` picks has `SHADER_F16`, asked of wgpu directly.
+pub fn adapter_has_shader_f16() -> bool {
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+            backends: wgpu::Backends::VULKAN,
+            ..wgpu::InstanceDescriptor::new_without_display_handle()
+        });
+        pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
+            power_preference: wgpu::PowerPreference::HighPerformance,
+            force_fallback_adapter: false,
+            compatible_surface: None,
+            ..Default::default()
+        }))
+        .is_ok_and(|a| a.features().contains(wgpu::Features::SHADER_F16))
+    })
 }
 
 /// Whether a GPU is present: `false` (after a note) without one, unless `CI=true`, where that

@@ -11,25 +11,27 @@ fn matmul_packed_weight_every_dtype() {
     }
     let mut rng = rng("matmul_packed");
     let mut worst = Worst::default();
-    let mut suite = Suite::new("matmul_packed", 8);
-    for dtype in DTYPES {
-        // (batch dims of x, M): decoding (M = 1), a few rows (the 4-row path and its tail),
-        // batched x against the shared weight.
-        let layouts: [(Vec<u64>, u64); 3] =
-            [(vec![], 1), (vec![], rng.pick(&[2, 3, 5, 7])), (vec![rng.range(2, 3)], rng.pick(&[1, 2, 5]))];
-        for (batch, m) in layouts {
-            let k = inner_dim(&mut rng, dtype);
-            let n = rng.pick(&SIZES);
-            let mut xs = batch.clone();
-            xs.extend([m, k]);
-            let mut c = suite.case(format!("matmul x{xs:?} · {dtype}[{n}, {k}]ᵀ"));
-            let x = c.data("x", &xs, &rng.normals(numel(&xs)));
-            let w = c.weight("w", dtype, &[n, k], &rng.normals((n * k) as usize));
-            let y = c.push("y", Op::MatMul { transpose_rhs: true }, &[x, w]);
-            c.done(y, format!("matmul {dtype}"), MATMUL);
+    for (opts, tag, dtypes) in f16_paths() {
+        let mut suite = Suite::new(format!("matmul_packed{tag}"), 8);
+        for &dtype in dtypes {
+            // (batch dims of x, M): decoding (M = 1), a few rows (the 4-row path and its tail),
+            // batched x against the shared weight.
+            let layouts: [(Vec<u64>, u64); 3] =
+                [(vec![], 1), (vec![], rng.pick(&[2, 3, 5, 7])), (vec![rng.range(2, 3)], rng.pick(&[1, 2, 5]))];
+            for (batch, m) in layouts {
+                let k = inner_dim(&mut rng, dtype);
+                let n = rng.pick(&SIZES);
+                let mut xs = batch.clone();
+                xs.extend([m, k]);
+                let mut c = suite.case(format!("matmul x{xs:?} · {dtype}[{n}, {k}]ᵀ{tag}"));
+                let x = c.data("x", &xs, &rng.normals(numel(&xs)));
+                let w = c.weight("w", dtype, &[n, k], &rng.normals((n * k) as usize));
+                let y = c.push("y", Op::MatMul { transpose_rhs: true }, &[x, w]);
+                c.done(y, format!("matmul {dtype}{tag}"), MATMUL);
+            }
         }
+        suite.check_with(&TWO, &mut worst, &opts);
     }
-    suite.check(&TWO, &mut worst);
     worst.print("matmul_packed");
 }
 
@@ -44,36 +46,47 @@ fn packed_weights_split_across_bindings() {
     let mut worst = Worst::default();
     // The limit caps every buffer, activations too: they stay under it.
     let limit = 4096;
-    let opts = GpuOptions { max_binding_override: Some(limit) };
-    let mut suite = Suite::new("split", 8);
     let vocab = 7;
-    for (dtype, k) in [(DType::F32, rng.pick(&[63, 65, 257])), (DType::Q8_0, 288), (DType::Q4K, 512), (DType::Q6K, 256)]
-    {
-        let rows = limit / dtype.bytes_for(k).unwrap_or(1);
-        let n = (rows * rng.range(2, 3) + rng.range(1, rows - 1)).max(vocab);
-        let mut c = suite.case(format!("matmul x[2, {k}] · {dtype}[{n}, {k}]ᵀ, {rows} rows a binding"));
-        let x = c.data("x", &[2, k], &rng.normals(2 * k as usize));
-        let w = c.weight("w", dtype, &[n, k], &rng.normals((n * k) as usize));
-        let y = c.push("y", Op::MatMul { transpose_rhs: true }, &[x, w]);
-        c.done(y, format!("matmul split {dtype}"), MATMUL);
+    // F16 rows of an odd K are 2 bytes past a multiple of 4: a piece is padded to whole words
+    // (or vec2<f16> pairs on the f16 path).
+    let cases = [
+        (DType::F32, rng.pick(&[63, 65, 257])),
+        (DType::F16, rng.pick(&[63, 65, 257])),
+        (DType::Q8_0, 288),
+        (DType::Q4K, 512),
+        (DType::Q6K, 256),
+    ];
+    for (path_opts, tag, dtypes) in f16_paths() {
+        let opts = GpuOptions { max_binding_override: Some(limit), ..path_opts };
+        let mut suite = Suite::new(format!("split{tag}"), 8);
+        for (dtype, k) in cases.into_iter().filter(|(d, _)| dtypes.contains(d)) {
+            let rows = limit / dtype.bytes_for(k).unwrap_or(1);
+            let n = (rows * rng.range(2, 3) + rng.range(1, rows - 1)).max(vocab);
+            let mut c = suite.case(format!("matmul x[2, {k}] · {dtype}[{n}, {k}]ᵀ, {rows} rows a binding{tag}"));
+            let x = c.data("x", &[2, k], &rng.normals(2 * k as usize));
+            let w = c.weight("w", dtype, &[n, k], &rng.normals((n * k) as usize));
+            let y = c.push("y", Op::MatMul { transpose_rhs: true }, &[x, w]);
+            c.done(y, format!("matmul split {dtype}{tag}"), MATMUL);
 
-        let mut c = suite.case(format!("gather {dtype}[{n}, {k}], {rows} rows a binding"));
-        let t = c.weight("table", dtype, &[n, k], &rng.normals((n * k) as usize));
-        let tok = c.input(InputKind::Token);
-        let y = c.push("y", Op::Gather, &[t, tok]);
-        c.done(y, format!("gather split {dtype}"), EXACT);
+            let mut c = suite.case(format!("gather {dtype}[{n}, {k}], {rows} rows a binding{tag}"));
+            let t = c.weight("table", dtype, &[n, k], &rng.normals((n * k) as usize));
+            let tok = c.input(InputKind::Token);
+            let y = c.push("y", Op::Gather, &[t, tok]);
+            c.done(y, format!("gather split {dtype}{tag}"), EXACT);
 
-        // Two ids at once, falling into different pieces.
-        let mut c = suite.case(format!("gather {dtype}[{n}, {k}] by argmax of [2, {n}], {rows} rows a binding"));
-        let t = c.weight("table", dtype, &[n, k], &rng.normals((n * k) as usize));
-        let x = c.data("x", &[2, n], &rng.normals(2 * n as usize));
-        let am = c.push("am", Op::ArgMax { axis: 1 }, &[x]);
-        let ids = c.push("ids", Op::Reshape { shape: dims(&[2]) }, &[am]);
-        let y = c.push("y", Op::Gather, &[t, ids]);
-        c.done(y, format!("gather split {dtype}"), EXACT);
+            // Two ids at once, falling into different pieces.
+            let mut c =
+                suite.case(format!("gather {dtype}[{n}, {k}] by argmax of [2, {n}], {rows} rows a binding{tag}"));
+            let t = c.weight("table", dtype, &[n, k], &rng.normals((n * k) as usize));
+            let x = c.data("x", &[2, n], &rng.normals(2 * n as usize));
+            let am = c.push("am", Op::ArgMax { axis: 1 }, &[x]);
+            let ids = c.push("ids", Op::Reshape { shape: dims(&[2]) }, &[am]);
+            let y = c.push("y", Op::Gather, &[t, ids]);
+            c.done(y, format!("gather split {dtype}{tag}"), EXACT);
+        }
+        let st = steps(&mut rng, 4, vocab);
+        suite.check_with(&st, &mut worst, &opts);
     }
-    let st = steps(&mut rng, 4, vocab);
-    suite.check_with(&st, &mut worst, &opts);
     worst.print("split");
 }
 

@@ -103,28 +103,30 @@ fn gather_from_every_dtype() {
     }
     let mut rng = rng("gather");
     let mut worst = Worst::default();
-    let mut suite = Suite::new("gather", 8);
     // The token picks the row: tables have at least `vocab` rows.
     let vocab = 7;
-    for dtype in DTYPES {
-        let rows = rng.pick(&[7, 65, 130]);
-        let cols = inner_dim(&mut rng, dtype);
-        let mut c = suite.case(format!("gather {dtype}[{rows}, {cols}] by token"));
-        let t = c.weight("table", dtype, &[rows, cols], &rng.normals((rows * cols) as usize));
-        let tok = c.input(InputKind::Token);
-        let y = c.push("y", Op::Gather, &[t, tok]);
-        c.done(y, format!("gather {dtype}"), EXACT);
-        // Many ids at once: argmax rows → reshape to i32[n] → gather.
-        let (n, rows) = (rng.pick(&[2, 5, 65]), rng.pick(&[1, 3, 31, 65]));
-        let mut c = suite.case(format!("gather {dtype}[{rows}, {cols}] by argmax of [{n}, {rows}]"));
-        let t = c.weight("table", dtype, &[rows, cols], &rng.normals((rows * cols) as usize));
-        let x = c.data("x", &[n, rows], &rng.normals((n * rows) as usize));
-        let am = c.push("am", Op::ArgMax { axis: 1 }, &[x]);
-        let ids = c.push("ids", Op::Reshape { shape: dims(&[n]) }, &[am]);
-        let y = c.push("y", Op::Gather, &[t, ids]);
-        c.done(y, format!("gather {dtype}"), EXACT);
+    for (opts, tag, dtypes) in f16_paths() {
+        let mut suite = Suite::new(format!("gather{tag}"), 8);
+        for &dtype in dtypes {
+            let rows = rng.pick(&[7, 65, 130]);
+            let cols = inner_dim(&mut rng, dtype);
+            let mut c = suite.case(format!("gather {dtype}[{rows}, {cols}] by token{tag}"));
+            let t = c.weight("table", dtype, &[rows, cols], &rng.normals((rows * cols) as usize));
+            let tok = c.input(InputKind::Token);
+            let y = c.push("y", Op::Gather, &[t, tok]);
+            c.done(y, format!("gather {dtype}{tag}"), EXACT);
+            // Many ids at once: argmax rows → reshape to i32[n] → gather.
+            let (n, rows) = (rng.pick(&[2, 5, 65]), rng.pick(&[1, 3, 31, 65]));
+            let mut c = suite.case(format!("gather {dtype}[{rows}, {cols}] by argmax of [{n}, {rows}]{tag}"));
+            let t = c.weight("table", dtype, &[rows, cols], &rng.normals((rows * cols) as usize));
+            let x = c.data("x", &[n, rows], &rng.normals((n * rows) as usize));
+            let am = c.push("am", Op::ArgMax { axis: 1 }, &[x]);
+            let ids = c.push("ids", Op::Reshape { shape: dims(&[n]) }, &[am]);
+            let y = c.push("y", Op::Gather, &[t, ids]);
+            c.done(y, format!("gather {dtype}{tag}"), EXACT);
+        }
+        let st = steps(&mut rng, 4, vocab);
+        suite.check_with(&st, &mut worst, &opts);
     }
-    let st = steps(&mut rng, 4, vocab);
-    suite.check(&st, &mut worst);
     worst.print("gather");
 }

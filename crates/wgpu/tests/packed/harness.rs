@@ -1,10 +1,13 @@
-//! A small, self-contained wgpu harness for kernel tests: one device, explicit bind group layouts
-//! in the kernels' binding convention (0 = step uniform, 1 = `prm`, then read-only operands, the
-//! last binding read-write), dispatches in one compute pass, read-back of f32 buffers.
+//! A small wgpu harness for kernel tests: a device opened by `apr_ir_wgpu::Gpu::open` (the
+//! adapter's real limits, `SHADER_F16` where it has it unless told not to), explicit bind group
+//! layouts in the kernels' binding convention (0 = step uniform, 1 = `prm`, then read-only
+//! operands, the last binding read-write), dispatches in one compute pass, read-back of f32
+//! buffers.
 //!
 //! No adapter: the caller gets `None` and a note on stderr, unless `CI=true`, where that is a
 //! failure (CI installs Mesa's lavapipe, so a missing adapter there is a broken setup).
 
+use apr_ir_wgpu::GpuOptions;
 use std::sync::OnceLock;
 use wgpu::util::DeviceExt;
 
@@ -13,6 +16,9 @@ pub struct Gpu {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
     pub adapter: String,
+    /// Whether the device has `SHADER_F16`: kernels over F16 weights read `f16` storage.
+    pub f16: bool,
+    opened: apr_ir_wgpu::Gpu,
 }
 
 /// A compiled kernel: its pipeline and the layout of its bindings.
@@ -29,10 +35,21 @@ pub struct Dispatch<'a> {
     pub grid: (u32, u32),
 }
 
-/// The process-wide device, or `None` (after a note) when there is no Vulkan adapter.
+/// The process-wide device (with `SHADER_F16` where the adapter has it), or `None` (after a
+/// note) when there is no Vulkan adapter.
 pub fn gpu() -> Option<&'static Gpu> {
     static GPU: OnceLock<Option<Gpu>> = OnceLock::new();
-    GPU.get_or_init(|| match open() {
+    shared(&GPU, GpuOptions::default())
+}
+
+/// A second process-wide device, opened with `no_f16`: F16 weights as u32 words.
+pub fn gpu_without_f16() -> Option<&'static Gpu> {
+    static GPU: OnceLock<Option<Gpu>> = OnceLock::new();
+    shared(&GPU, GpuOptions { no_f16: true, ..GpuOptions::default() })
+}
+
+fn shared(cell: &'static OnceLock<Option<Gpu>>, opts: GpuOptions) -> Option<&'static Gpu> {
+    cell.get_or_init(|| match open(&opts) {
         Ok(gpu) => {
             eprintln!("packed kernels: adapter {}", gpu.adapter);
             Some(gpu)
@@ -48,29 +65,31 @@ pub fn gpu() -> Option<&'static Gpu> {
     .as_ref()
 }
 
-fn open() -> Result<Gpu, String> {
+fn open(opts: &GpuOptions) -> Result<Gpu, String> {
+    let opened = apr_ir_wgpu::Gpu::open(opts).map_err(|e| e.to_string())?;
+    Ok(Gpu {
+        device: opened.device.clone(),
+        queue: opened.queue.clone(),
+        adapter: opened.describe(),
+        f16: opened.f16,
+        opened,
+    })
+}
+
+/// Whether the adapter `Gpu::open` picks has `SHADER_F16`, asked of wgpu directly (not through
+/// apr-ir), so a test can hold the device's path to it.
+pub fn adapter_has_shader_f16() -> bool {
     let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
         backends: wgpu::Backends::VULKAN,
         ..wgpu::InstanceDescriptor::new_without_display_handle()
     });
-    let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
+    pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
         power_preference: wgpu::PowerPreference::HighPerformance,
         force_fallback_adapter: false,
         compatible_surface: None,
         ..Default::default()
     }))
-    .map_err(|e| e.to_string())?;
-    let info = adapter.get_info();
-    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-        label: Some("packed kernel tests"),
-        required_features: wgpu::Features::empty(),
-        required_limits: adapter.limits(),
-        experimental_features: Default::default(),
-        memory_hints: Default::default(),
-        trace: Default::default(),
-    }))
-    .map_err(|e| e.to_string())?;
-    Ok(Gpu { device, queue, adapter: format!("{} ({:?}, {})", info.name, info.device_type, info.driver_info) })
+    .is_ok_and(|a| a.features().contains(wgpu::Features::SHADER_F16))
 }
 
 impl Gpu {
@@ -176,6 +195,8 @@ impl Gpu {
         }
         self.queue.submit([encoder.finish()]);
         self.device.poll(wgpu::PollType::wait_indefinitely()).expect("poll");
+        // Validation errors (a shader the device refuses, a bad binding) as a failure here.
+        self.opened.check().unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// The first `n` f32 values of `buffer`.

@@ -1,0 +1,745 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout, clippy::print_stderr)]
+//! The fused kernels (`kernels/{rms_norm,softmax,rope,swiglu,matvec_add,matvec_swiglu,attention,
+//! rope_cache_write}.wgsl`), against the CPU interpreter running the unfused nodes.
+//!
+//! naga validates every fused family's source for every dtype it is specialized for. On a real
+//! adapter (Mesa's lavapipe in CI), small graphs written the way the lowering writes each
+//! region (random odd shapes, every weight dtype for the matvecs, both rope modes, n_rot below
+//! the head dimension, grouped-query attention over more than one 256-position tile) are fused
+//! by `apr_ir::fuse` at -O1 and -O2; the test checks that each region became the kernel it
+//! should, runs the groups on the GPU in capture mode for several steps, and holds every group
+//! output to the CPU's value of that node (NMSE, per kernel kind, see [`limit`]). Weights split
+//! across bindings (a pretend binding limit) run too, the two weights of a SwiGLU projection
+//! with different dtypes and so different piece boundaries.
+//!
+//! The seed is printed (`FUSED_SEED=N` replays it). Without an adapter the GPU tests print a
+//! skip note, or fail when `CI=true`.
+
+use apr_ir::fuse::{fuse, OptLevel};
+use apr_ir::group::{Group, Kernel};
+use apr_ir::{DType, Dim, Graph, GraphBuilder, GraphMeta, InputKind, NodeId, Op, RopeMode, TensorType};
+use apr_ir_cpu::{Capture, Interpreter, WeightSource};
+use apr_ir_model::quant;
+use apr_ir_wgpu::kernels::{fused_source, Family};
+use apr_ir_wgpu::{Gpu, GpuOptions, Schedule, WeightBytes};
+use std::collections::HashMap;
+
+// ---- randomness ---------------------------------------------------------------------------
+
+/// splitmix64.
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next_u64() % (hi - lo + 1)
+    }
+
+    fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
+        xs[self.range(0, xs.len() as u64 - 1) as usize]
+    }
+
+    fn normal(&mut self) -> f32 {
+        let u = ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64).max(1e-300);
+        let v = (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
+    }
+
+    fn normals(&mut self, n: u64) -> Vec<f32> {
+        (0..n).map(|_| self.normal()).collect()
+    }
+}
+
+fn rng(test: &str) -> Rng {
+    let seed = std::env::var("FUSED_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+    });
+    println!("{test}: seed {seed} (FUSED_SEED={seed} replays it)");
+    let mix = test.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    Rng(seed ^ mix)
+}
+
+/// Sizes around the 64-thread workgroups and the 16-thread rows of the matvecs.
+const SIZES: [u64; 11] = [1, 2, 3, 5, 7, 16, 31, 63, 64, 65, 130];
+
+/// Every dtype that holds reals.
+const DTYPES: [DType; 11] = [
+    DType::F32,
+    DType::F16,
+    DType::BF16,
+    DType::Q4_0,
+    DType::Q4_1,
+    DType::Q5_0,
+    DType::Q5_1,
+    DType::Q8_0,
+    DType::Q4K,
+    DType::Q5K,
+    DType::Q6K,
+];
+
+/// K for a dtype: whole blocks; any length for the plain types.
+fn inner_dim(rng: &mut Rng, dtype: DType) -> u64 {
+    match dtype.block_len() {
+        1 => rng.pick(&[1, 3, 7, 63, 64, 65, 130, 257]),
+        32 => 32 * rng.pick(&[1, 2, 3, 5, 9, 17]),
+        _ => 256 * rng.range(1, 3),
+    }
+}
+
+// ---- naga ---------------------------------------------------------------------------------
+
+const FUSED: [Family; 8] = [
+    Family::RmsNorm,
+    Family::Softmax,
+    Family::Rope,
+    Family::SwiGlu,
+    Family::MatvecAdd,
+    Family::MatvecSwiGlu,
+    Family::Attention,
+    Family::RopeCacheWrite,
+];
+
+fn validate(src: &str) -> Result<(), String> {
+    let module = naga::front::wgsl::parse_str(src).map_err(|e| format!("parse: {}", e.emit_to_string(src)))?;
+    naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::empty())
+        .validate(&module)
+        .map_err(|e| format!("validate: {}", e.emit_to_string(src)))?;
+    Ok(())
+}
+
+#[test]
+fn every_fused_kernel_validates_for_every_dtype() {
+    assert_eq!(Family::ALL.iter().filter(|f| f.fused()).copied().collect::<Vec<_>>(), FUSED);
+    let mut failures = Vec::new();
+    for family in FUSED {
+        // The matvecs once per weight dtype (and MatvecSwiGlu with every pair of dtypes: its two
+        // weights are specialized separately); the others have no weight.
+        let cases: Vec<Vec<DType>> = match family.weights() {
+            0 => vec![vec![]],
+            1 => DType::ALL.iter().map(|&d| vec![d]).collect(),
+            _ => DType::ALL.iter().flat_map(|&a| DType::ALL.iter().map(move |&b| vec![a, b])).collect(),
+        };
+        for dtypes in cases {
+            let src = fused_source(family, &dtypes);
+            if let Err(e) = validate(&src) {
+                failures.push(format!("{family:?} {dtypes:?}: {e}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+}
+
+// ---- graphs -------------------------------------------------------------------------------
+
+#[derive(Default)]
+struct Weights(HashMap<String, Vec<u8>>);
+
+impl WeightSource for Weights {
+    fn tensor_bytes(&self, name: &str) -> Result<&[u8], String> {
+        self.0.get(name).map(Vec::as_slice).ok_or_else(|| format!("no tensor {name}"))
+    }
+}
+
+impl WeightBytes for Weights {
+    fn bytes(&self, tensor: &str) -> Result<&[u8], String> {
+        self.tensor_bytes(tensor)
+    }
+}
+
+/// One graph of many cases, each in a layer of its own (`blk.N.`: fusion never crosses a
+/// layer), each expecting a fused kernel at -O1 and/or -O2.
+struct Suite {
+    b: GraphBuilder,
+    w: Weights,
+    /// (label, output node, the kernel expected at -O1, at -O2)
+    cases: Vec<(String, NodeId, &'static str, &'static str)>,
+    token: NodeId,
+    pos: NodeId,
+    /// cos and sin of the rope angles, per (mode, n_rot, head_dim).
+    rope: HashMap<(u32, u32, u32), (NodeId, NodeId)>,
+    vocab: u64,
+    serial: usize,
+    max_ctx: u64,
+}
+
+impl Suite {
+    fn new() -> Suite {
+        Suite::with_ctx(MAX_CTX)
+    }
+
+    fn with_ctx(max_ctx: u64) -> Suite {
+        let meta = GraphMeta { name: "fused".into(), arch: "test".into(), max_ctx, extra: Default::default() };
+        let mut b = GraphBuilder::new(meta);
+        let i32_1 = TensorType::new(DType::I32, &[1]);
+        let token = b.leaf("token", Op::Input { kind: InputKind::Token }, i32_1.clone()).unwrap();
+        let pos = b.leaf("pos", Op::Input { kind: InputKind::Position }, i32_1).unwrap();
+        Suite {
+            b,
+            w: Weights::default(),
+            cases: Vec::new(),
+            token,
+            pos,
+            rope: HashMap::new(),
+            vocab: 5,
+            serial: 0,
+            max_ctx,
+        }
+    }
+
+    /// A fresh node name in the current case's layer.
+    fn name(&mut self, name: &str) -> String {
+        self.serial += 1;
+        format!("blk.{}.{name}.{}", self.cases.len(), self.serial)
+    }
+
+    fn weight(&mut self, name: &str, dtype: DType, shape: &[u64], values: &[f32]) -> NodeId {
+        let name = self.name(name);
+        let mut bytes = vec![0u8; dtype.bytes_for(values.len() as u64).unwrap() as usize];
+        quant::quantize(dtype, values, &mut bytes).unwrap();
+        self.w.0.insert(name.clone(), bytes);
+        self.b.leaf(&name, Op::Weight { tensor: name.clone() }, TensorType::new(dtype, shape)).unwrap()
+    }
+
+    fn data(&mut self, rng: &mut Rng, name: &str, shape: &[u64]) -> NodeId {
+        let n = shape.iter().product();
+        self.weight(name, DType::F32, shape, &rng.normals(n))
+    }
+
+    /// A value that changes with the token: a row of an f32 table, reshaped to `shape`.
+    fn per_token(&mut self, rng: &mut Rng, name: &str, shape: &[u64]) -> NodeId {
+        let n: u64 = shape.iter().product();
+        let table = self.data(rng, &format!("{name}.table"), &[self.vocab, n]);
+        let row = self.push(&format!("{name}.row"), Op::Gather, &[table, self.token]);
+        self.push(name, Op::Reshape { shape: shape.iter().map(|&d| Dim::Const(d)).collect() }, &[row])
+    }
+
+    fn constant(&mut self, name: &str, value: f64) -> NodeId {
+        let name = self.name(name);
+        self.b.leaf(name, Op::Const { value }, TensorType::new(DType::F32, &[])).unwrap()
+    }
+
+    fn push(&mut self, name: &str, op: Op, inputs: &[NodeId]) -> NodeId {
+        let name = self.name(name);
+        self.b.push(&name, op, inputs).unwrap_or_else(|e| panic!("{name}: {e}"))
+    }
+
+    /// cos and sin of this step's rope angles (outside every layer, as the lowering has them).
+    fn rope_tables(&mut self, mode: RopeMode, n_rot: u32, head_dim: u32) -> (NodeId, NodeId) {
+        let key = (u32::from(mode == RopeMode::Interleaved), n_rot, head_dim);
+        if let Some(&t) = self.rope.get(&key) {
+            return t;
+        }
+        let tag = format!("rope.{}.{n_rot}.{head_dim}", key.0);
+        let op = Op::RopeAngles { mode, n_rot, head_dim, theta_base: 10000.0, freq_scale: 1.0 };
+        let angles = self.b.push(format!("{tag}.angles"), op, &[self.pos]).unwrap_or_else(|e| panic!("{tag}: {e}"));
+        let cos = self.b.push(format!("{tag}.cos"), Op::Cos, &[angles]).unwrap();
+        let sin = self.b.push(format!("{tag}.sin"), Op::Sin, &[angles]).unwrap();
+        self.rope.insert(key, (cos, sin));
+        (cos, sin)
+    }
+
+    fn done(&mut self, label: String, out: NodeId, o1: &'static str, o2: &'static str) {
+        self.b.output(format!("case{}", self.cases.len()), out);
+        self.cases.push((label, out, o1, o2));
+    }
+
+    // ---- the regions, as crates/model/src/lower/decoder.rs writes them ----
+
+    fn rms_norm(&mut self, x: NodeId, w: NodeId, eps: NodeId) -> NodeId {
+        let sq = self.push("norm.square", Op::Mul, &[x, x]);
+        let rank = self.b.ty(x).unwrap().shape.len() as u32;
+        let mean = self.push("norm.mean", Op::ReduceMean { axis: rank - 1 }, &[sq]);
+        let shifted = self.push("norm.eps_add", Op::Add, &[mean, eps]);
+        let inv = self.push("norm.rsqrt", Op::Rsqrt, &[shifted]);
+        let normed = self.push("norm.normalize", Op::Mul, &[x, inv]);
+        self.push("norm", Op::Mul, &[normed, w])
+    }
+
+    fn softmax(&mut self, x: NodeId) -> NodeId {
+        let axis = self.b.ty(x).unwrap().shape.len() as u32 - 1;
+        let max = self.push("softmax.max", Op::ReduceMax { axis }, &[x]);
+        let sub = self.push("softmax.sub", Op::Sub, &[x, max]);
+        let exp = self.push("softmax.exp", Op::Exp, &[sub]);
+        let sum = self.push("softmax.sum", Op::ReduceSum { axis }, &[exp]);
+        self.push("softmax", Op::Div, &[exp, sum])
+    }
+
+    fn rope(&mut self, x: NodeId, mode: RopeMode, n_rot: u32) -> NodeId {
+        let hd = self.b.ty(x).unwrap().shape.last().and_then(|d| d.as_const()).unwrap() as u32;
+        let (cos, sin) = self.rope_tables(mode, n_rot, hd);
+        let rot = self.push("rope.rotate", Op::RopeRotate { mode, n_rot }, &[x]);
+        let c = self.push("rope.cos_mul", Op::Mul, &[x, cos]);
+        let s = self.push("rope.sin_mul", Op::Mul, &[rot, sin]);
+        self.push("rope", Op::Add, &[c, s])
+    }
+
+    fn swiglu(&mut self, gate: NodeId, up: NodeId) -> NodeId {
+        let sig = self.push("ffn_gate.sigmoid", Op::Sigmoid, &[gate]);
+        let silu = self.push("ffn_gate.silu", Op::Mul, &[gate, sig]);
+        self.push("ffn_swiglu", Op::Mul, &[silu, up])
+    }
+
+    fn matvec(&mut self, x: NodeId, w: NodeId) -> NodeId {
+        self.push("proj", Op::MatMul { transpose_rhs: true }, &[x, w])
+    }
+
+    /// Write `row` ([Hkv, 1, D]) into a fresh cache at `pos`; the view of its rows in use.
+    fn cache(&mut self, name: &str, row: NodeId, hkv: u64, d: u64) -> (NodeId, NodeId) {
+        let state = {
+            let name = self.name(name);
+            self.b.leaf(name, Op::State, TensorType::new(DType::F32, &[hkv, self.max_ctx, d])).unwrap()
+        };
+        let written = self.push(&format!("{name}.write"), Op::CacheWrite { axis: 1 }, &[state, row, self.pos]);
+        let view = self.push(&format!("{name}.view"), Op::Slice { axis: 1, start: 0, len: Dim::CTX }, &[written]);
+        (written, view)
+    }
+}
+
+/// Every suite's compiled context: room for more than one 256-position attention tile.
+const MAX_CTX: u64 = 300;
+
+// ---- running ------------------------------------------------------------------------------
+
+/// The NMSE a group output may show against the CPU, by the kernel that wrote it. The fused
+/// kernels round like the unfused nodes except where noted: sums in f32 where the CPU sums in
+/// f64 (norm, softmax), dot products in another order and with the block scales factored out
+/// (matvecs), an online softmax (attention); device exp / inverseSqrt are a few ulp from the
+/// CPU's.
+fn limit(k: &Kernel) -> f64 {
+    match k {
+        Kernel::Node => 1e-9,
+        Kernel::Rope { .. } | Kernel::SwiGlu { .. } | Kernel::RopeCacheWrite { .. } => 1e-10,
+        Kernel::RmsNorm { .. } | Kernel::Softmax { .. } => 1e-9,
+        Kernel::MatvecAdd { .. } | Kernel::MatvecSwiGlu { .. } | Kernel::Attention { .. } => 1e-8,
+    }
+}
+
+fn gpu(opts: &GpuOptions) -> Option<Gpu> {
+    match Gpu::open(opts) {
+        Ok(g) => Some(g),
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("CI=true but {e}"),
+        Err(e) => {
+            eprintln!("note: skipping GPU test: {e}");
+            None
+        }
+    }
+}
+
+/// Fuse the suite's graph at each level, check the expected kernels, run `steps` steps on
+/// both backends and hold every group output to the CPU.
+fn run(test: &str, suite: Suite, opts: &GpuOptions, steps: u32) {
+    let Suite { b, w, cases, vocab, .. } = suite;
+    let graph: Graph = b.finish().unwrap_or_else(|e| panic!("{test}: verify: {e}"));
+    let mut failures = Vec::new();
+    for level in [OptLevel::O1, OptLevel::O2] {
+        let (groups, stats) = fuse(&graph, level).unwrap();
+        let kernel_of = |id: NodeId| groups.iter().find(|g| g.outputs.contains(&id)).map(|g| g.kernel.name());
+        for (label, out, o1, o2) in &cases {
+            let want = if level == OptLevel::O1 { *o1 } else { *o2 };
+            let got = kernel_of(*out);
+            if got != Some(want) {
+                failures.push(format!(
+                    "-O{}: {label}: fused as {got:?}, expected {want} ({:?})",
+                    level.number(),
+                    stats.fallbacks
+                ));
+            }
+        }
+        let Some(gpu) = gpu(opts) else { return };
+        let mut cpu = Interpreter::new(&graph, &w).unwrap();
+        let mut sched = Schedule::build_groups(gpu, &graph, &w, &groups, level)
+            .unwrap_or_else(|e| panic!("{test} -O{}: build: {e}", level.number()));
+        let mut acc: HashMap<NodeId, (f64, f64)> = HashMap::new();
+        let mut r = Rng(u64::from(steps));
+        for pos in 0..steps {
+            let token = r.range(0, vocab - 1) as u32;
+            let c = cpu.step(token, pos, &Capture::All).unwrap();
+            let g = sched.step_capture(token, pos).unwrap();
+            for grp in &groups {
+                for o in &grp.outputs {
+                    let want = c.captured[o].to_f32_vec();
+                    let got = g.values.get(o).unwrap_or_else(|| panic!("{test}: {o} not captured"));
+                    assert_eq!(got.len(), want.len(), "{test}: {} at {pos}", graph.nodes[o.index()].name);
+                    let e = acc.entry(*o).or_default();
+                    for (&a, &b) in got.iter().zip(&want) {
+                        if !(a.is_finite() && b.is_finite()) {
+                            if !(a.is_nan() && b.is_nan() || a == b) {
+                                failures.push(format!(
+                                    "-O{}: {} at position {pos}: gpu {a}, cpu {b}",
+                                    level.number(),
+                                    graph.nodes[o.index()].name
+                                ));
+                            }
+                            continue;
+                        }
+                        e.0 += (f64::from(a) - f64::from(b)).powi(2);
+                        e.1 += f64::from(b).powi(2);
+                    }
+                }
+            }
+        }
+        let nmse = |id: &NodeId| acc.get(id).map_or(0.0, |(e, n)| if *n > 0.0 { e / n } else { *e });
+        for grp in &groups {
+            for o in &grp.outputs {
+                let v = nmse(o);
+                if v > limit(&grp.kernel) {
+                    failures.push(format!(
+                        "-O{}: {} ({}): NMSE {v:.3e} over {:.0e}",
+                        level.number(),
+                        graph.nodes[o.index()].name,
+                        grp.kernel.name(),
+                        limit(&grp.kernel)
+                    ));
+                }
+            }
+        }
+        let mut worst: HashMap<&str, f64> = HashMap::new();
+        for grp in &groups {
+            let e = worst.entry(grp.kernel.name()).or_default();
+            *e = grp.outputs.iter().map(nmse).fold(*e, f64::max);
+        }
+        for (label, out, ..) in &cases {
+            println!("  -O{} {label}: nmse {:.2e}", level.number(), nmse(out));
+        }
+        let mut kinds: Vec<_> = worst.into_iter().collect();
+        kinds.sort_by(|a, b| a.0.cmp(b.0));
+        for (kind, v) in kinds {
+            println!("{test} -O{}: {kind:<18} worst NMSE {v:.2e}", level.number());
+        }
+        println!("{test} -O{}: {} dispatches for {} groups", level.number(), sched.dispatch_count(), groups.len());
+    }
+    assert!(failures.is_empty(), "{test}: {} failures:\n{}", failures.len(), failures.join("\n"));
+}
+
+// ---- cases --------------------------------------------------------------------------------
+
+fn row_local_cases(s: &mut Suite, rng: &mut Rng) {
+    // RMSNorm: rows of odd lengths, one row (decoding) and several.
+    for _ in 0..4 {
+        let rows = rng.pick(&[1, 1, 3]);
+        let len = rng.pick(&[1, 3, 63, 64, 65, 300, 896]);
+        let x = s.per_token(rng, "x", &[rows, len]);
+        let wv = rng.normals(len);
+        let w = s.weight("norm.weight", DType::F32, &[len], &wv);
+        let eps = s.constant("eps", rng.pick(&[1e-6, 1e-5]));
+        let y = s.rms_norm(x, w, eps);
+        s.done(format!("rms_norm [{rows}, {len}]"), y, "rms_norm", "rms_norm");
+    }
+    // Softmax, plain and of a scaled input.
+    for scaled in [false, true] {
+        let shape = [rng.pick(&[1, 2, 3]), rng.pick(&SIZES), rng.pick(&[1, 5, 63, 64, 65, 200])];
+        let x = s.per_token(rng, "x", &shape);
+        let x = if scaled {
+            let c = s.constant("scale", 0.125 * (rng.range(1, 9) as f64));
+            s.push("scaled", Op::Mul, &[x, c])
+        } else {
+            x
+        };
+        let y = s.softmax(x);
+        s.done(format!("softmax {shape:?} scaled {scaled}"), y, "softmax", "softmax");
+    }
+    // RoPE: both modes, n_rot = head_dim and below it.
+    for mode in [RopeMode::Neox, RopeMode::Interleaved] {
+        for partial in [false, true] {
+            let hd = 2 * rng.pick(&[1, 2, 3, 16, 32, 33, 64]);
+            let n_rot = if partial { 2 * rng.range(1, (hd / 2 - 1).max(1)) as u32 } else { hd as u32 };
+            let shape = [rng.pick(&[1, 2, 3]), rng.pick(&[1, 2, 7]), hd];
+            let x = s.per_token(rng, "x", &shape);
+            let y = s.rope(x, mode, n_rot);
+            s.done(format!("rope {mode:?} {shape:?} n_rot {n_rot}"), y, "rope", "rope");
+        }
+    }
+    // SwiGLU of two values (no projection: stays an -O1 kernel at -O2).
+    for _ in 0..2 {
+        let n = rng.pick(&[1, 3, 63, 64, 65, 1000]);
+        let g = s.per_token(rng, "gate", &[1, n]);
+        let u = s.per_token(rng, "up", &[1, n]);
+        let y = s.swiglu(g, u);
+        s.done(format!("swiglu [1, {n}]"), y, "swiglu", "swiglu");
+    }
+}
+
+#[test]
+fn row_local_kernels_match_the_cpu() {
+    let mut rng = rng("row_local");
+    let mut s = Suite::new();
+    row_local_cases(&mut s, &mut rng);
+    run("row_local", s, &GpuOptions::default(), 3);
+}
+
+/// Projections of every dtype: with a bias, with a residual, alone (a one-node group, which
+/// takes the fused matvec kernel at -O1 and -O2 too), and gate/up pairs of two dtypes.
+fn matvec_cases(s: &mut Suite, rng: &mut Rng, dtypes: &[DType], n_max: u64) {
+    for (i, &dtype) in dtypes.iter().enumerate() {
+        let k = inner_dim(rng, dtype);
+        let n = rng.range(1, n_max);
+        let x = s.per_token(rng, "x", &[1, k]);
+        let w = s.weight("w", dtype, &[n, k], &rng.normals(n * k));
+        let y = s.matvec(x, w);
+        let bias = s.data(rng, "bias", &[n]);
+        let out = s.push("bias_add", Op::Add, &[y, bias]);
+        s.done(format!("matvec + bias {dtype}[{n}, {k}]"), out, "node", "matvec_add");
+
+        let x = s.per_token(rng, "x", &[1, k]);
+        let w = s.weight("w", dtype, &[n, k], &rng.normals(n * k));
+        let y = s.matvec(x, w);
+        let res = s.per_token(rng, "residual", &[1, n]);
+        let out = s.push("residual", Op::Add, &[res, y]);
+        s.done(format!("residual + matvec {dtype}[{n}, {k}]"), out, "node", "matvec_add");
+
+        let x = s.per_token(rng, "x", &[1, k]);
+        let w = s.weight("w", dtype, &[n, k], &rng.normals(n * k));
+        let y = s.matvec(x, w);
+        s.done(format!("matvec {dtype}[{n}, {k}]"), y, "node", "node");
+
+        // Gate and up: this dtype and another one (same K: both must take whole blocks).
+        let other = dtypes[(i + 1 + rng.range(0, dtypes.len() as u64 - 1) as usize) % dtypes.len()];
+        let k = lcm_blocks(rng, dtype, other);
+        let x = s.per_token(rng, "x", &[1, k]);
+        let gw = s.weight("gate", dtype, &[n, k], &rng.normals(n * k));
+        let uw = s.weight("up", other, &[n, k], &rng.normals(n * k));
+        let g = s.push("ffn_gate", Op::MatMul { transpose_rhs: true }, &[x, gw]);
+        let u = s.push("ffn_up", Op::MatMul { transpose_rhs: true }, &[x, uw]);
+        let y = s.swiglu(g, u);
+        s.done(format!("swiglu(x·{dtype}[{n}, {k}]ᵀ, x·{other}ᵀ)"), y, "swiglu", "matvec_swiglu");
+    }
+}
+
+/// A K of whole blocks for both dtypes.
+fn lcm_blocks(rng: &mut Rng, a: DType, b: DType) -> u64 {
+    let block = a.block_len().max(b.block_len());
+    if block == 1 {
+        inner_dim(rng, a)
+    } else {
+        block * rng.range(1, if block == 256 { 2 } else { 5 })
+    }
+}
+
+#[test]
+fn matvec_kernels_match_the_cpu_for_every_dtype() {
+    let mut rng = rng("matvec");
+    let mut s = Suite::new();
+    matvec_cases(&mut s, &mut rng, &DTYPES, 140);
+    run("matvec", s, &GpuOptions::default(), 2);
+}
+
+/// Weights split by rows across bindings (a pretend limit of 4 KiB): one dispatch per piece,
+/// per common range of the two pieces of a gate/up pair.
+#[test]
+fn matvec_kernels_over_split_weights() {
+    let mut rng = rng("split");
+    let mut s = Suite::new();
+    let limit = 4096u64;
+    for (a, b, k) in [(DType::Q8_0, DType::Q4K, 512), (DType::F32, DType::Q6K, 256), (DType::F16, DType::Q4_0, 96)] {
+        // Enough rows for several pieces of each (and not a multiple of either).
+        let rows = |d: DType| limit / d.bytes_for(k).unwrap();
+        let n = rows(a).max(rows(b)) * 2 + rng.range(1, 9);
+        let x = s.per_token(&mut rng, "x", &[1, k]);
+        let w = s.weight("w", a, &[n, k], &rng.normals(n * k));
+        let y = s.matvec(x, w);
+        let bias = s.data(&mut rng, "bias", &[n]);
+        let out = s.push("bias_add", Op::Add, &[y, bias]);
+        s.done(format!("matvec + bias {a}[{n}, {k}] split"), out, "node", "matvec_add");
+
+        let x = s.per_token(&mut rng, "x", &[1, k]);
+        let gw = s.weight("gate", a, &[n, k], &rng.normals(n * k));
+        let uw = s.weight("up", b, &[n, k], &rng.normals(n * k));
+        let g = s.push("ffn_gate", Op::MatMul { transpose_rhs: true }, &[x, gw]);
+        let u = s.push("ffn_up", Op::MatMul { transpose_rhs: true }, &[x, uw]);
+        let y = s.swiglu(g, u);
+        s.done(format!("swiglu(x·{a}[{n}, {k}]ᵀ, x·{b}ᵀ) split"), y, "swiglu", "matvec_swiglu");
+    }
+    run("split", s, &GpuOptions { max_binding_override: Some(limit), ..GpuOptions::default() }, 2);
+}
+
+/// One decode step of attention as the lowering writes it: new k/v rows (the k row roped)
+/// written into the caches, the rows in use viewed, scores, scale, softmax, weighted sum;
+/// grouped-query heads. Run over more positions than one 256-position tile.
+fn attention_case(s: &mut Suite, rng: &mut Rng, hkv: u64, group: u64, d: u64, mode: RopeMode) {
+    // Rotary pairs are whole: n_rot is even, nonzero, at most the head dimension, sometimes
+    // below it.
+    let pairs = if rng.range(0, 2) == 0 { rng.range(1, d / 2) } else { d / 2 };
+    let n_rot = 2 * pairs as u32;
+    let q = s.per_token(rng, "q", &[hkv, group, d]);
+    let q = s.rope(q, mode, n_rot);
+    let k = s.per_token(rng, "k", &[hkv, 1, d]);
+    let k = s.rope(k, mode, n_rot);
+    let v = s.per_token(rng, "v", &[hkv, 1, d]);
+    let (_, k_all) = s.cache("cache_k", k, hkv, d);
+    let (_, v_all) = s.cache("cache_v", v, hkv, d);
+    let scores = s.push("attn.scores", Op::MatMul { transpose_rhs: true }, &[q, k_all]);
+    let scale = s.constant("attn_scale", 1.0 / (d as f64).sqrt());
+    let scaled = s.push("attn.scaled", Op::Mul, &[scores, scale]);
+    let probs = s.softmax(scaled);
+    let out = s.push("attn.weighted", Op::MatMul { transpose_rhs: false }, &[probs, v_all]);
+    s.done(format!("attention q[{hkv}, {group}, {d}] {mode:?} n_rot {n_rot}"), out, "node", "attention");
+}
+
+#[test]
+fn attention_and_rope_cache_write_match_the_cpu() {
+    let mut rng = rng("attention");
+    let mut s = Suite::new();
+    for (hkv, group, d) in
+        [(1, 1, 2), (2, 3, 64), (1, 7, rng.pick(&[3, 65, 130, 200])), (2, 2, 256), (3, 1, 2 * rng.range(1, 40))]
+    {
+        let mode = if rng.range(0, 1) == 0 { RopeMode::Neox } else { RopeMode::Interleaved };
+        attention_case(&mut s, &mut rng, hkv, group, d, mode);
+    }
+    // The cache writes themselves (rope + write fused at -O2) are group outputs too: `run`
+    // compares every group output, the rows in use of each cache included.
+    run("attention", s, &GpuOptions::default(), 270);
+}
+
+/// Where each group's output lives is checked against the IR: every group's value node has the
+/// kernel's shape contract, and the groups of a suite cover it (a sanity check of the test).
+#[test]
+fn suites_fuse_every_region() {
+    let mut rng = rng("coverage");
+    let mut s = Suite::new();
+    row_local_cases(&mut s, &mut rng);
+    matvec_cases(&mut s, &mut rng, &[DType::Q4K], 9);
+    attention_case(&mut s, &mut rng, 2, 2, 8, RopeMode::Neox);
+    let graph = s.b.finish().unwrap();
+    for level in [OptLevel::O0, OptLevel::O1, OptLevel::O2] {
+        let (groups, _) = fuse(&graph, level).unwrap();
+        apr_ir::group::check_coverage(&graph, &groups).unwrap();
+        let fused: Vec<&Group> = groups.iter().filter(|g| !g.kernel.is_node()).collect();
+        assert_eq!(fused.is_empty(), level == OptLevel::O0);
+    }
+}
+
+// ---- throughput ---------------------------------------------------------------------------
+
+/// Weights whose bytes many tensors share (benchmarks upload one matrix many times).
+struct Shared {
+    bytes: HashMap<DType, Vec<u8>>,
+    dtype_of: HashMap<String, DType>,
+    other: Weights,
+}
+
+impl WeightBytes for Shared {
+    fn bytes(&self, tensor: &str) -> Result<&[u8], String> {
+        match self.dtype_of.get(tensor) {
+            Some(d) => self.bytes.get(d).map(Vec::as_slice).ok_or_else(|| format!("no bytes for {d}")),
+            None => self.other.bytes(tensor),
+        }
+    }
+}
+
+/// Decode-shape matvec throughput on the GPU machine, by level: `cargo test --release -p
+/// apr-ir-wgpu --test fused -- --ignored --nocapture`. For each dtype (`FUSED_BENCH_DTYPES`,
+/// default q4_k,q6_k,q8_0,f16) a graph holds `R` = 32 products of one x with copies of an
+/// N × K matrix (`FUSED_BENCH_NK`, default Qwen2.5-7B's FFN 18944x3584; the copies together
+/// exceed the L2 cache), and 16 gate/up pairs; a step runs them all. Printed: µs per matrix and
+/// weight GB/s, the median of 5 steps after a quarter-second warm-up, at -O0 (matvec.wgsl),
+/// -O1 (matvec_add.wgsl without addend; the SwiGLU unfused) and -O2 (matvec_swiglu.wgsl).
+#[test]
+#[ignore = "a benchmark for the GPU machine"]
+fn matvec_throughput() {
+    const R: usize = 32;
+    let shape = std::env::var("FUSED_BENCH_NK").unwrap_or_else(|_| "18944x3584".into());
+    let (n, k): (u64, u64) = shape.split_once('x').map(|(n, k)| (n.parse().unwrap(), k.parse().unwrap())).unwrap();
+    let dtypes = std::env::var("FUSED_BENCH_DTYPES").unwrap_or_else(|_| "q4_k,q6_k,q8_0,f16".into());
+    let mut rng = rng("throughput");
+    for name in dtypes.split(',') {
+        let dtype = DType::ALL.iter().copied().find(|d| d.to_string().eq_ignore_ascii_case(name)).unwrap();
+        let values = rng.normals(n * k);
+        let mut bytes = vec![0u8; dtype.bytes_for(n * k).unwrap() as usize];
+        quant::quantize(dtype, &values, &mut bytes).unwrap();
+        let matrix_bytes = bytes.len() as f64;
+        let mut s = Suite::new();
+        let x = s.per_token(&mut rng, "x", &[1, k]);
+        let mut dtype_of = HashMap::new();
+        let mut weight = |s: &mut Suite, tag: String| {
+            let name = s.name(&tag);
+            dtype_of.insert(name.clone(), dtype);
+            s.b.leaf(&name, Op::Weight { tensor: name.clone() }, TensorType::new(dtype, &[n, k])).unwrap()
+        };
+        let mut outs = Vec::new();
+        for i in 0..R {
+            let w = weight(&mut s, format!("w{i}"));
+            outs.push(s.matvec(x, w));
+        }
+        for i in 0..R / 2 {
+            let (g, u) = (weight(&mut s, format!("gate{i}")), weight(&mut s, format!("up{i}")));
+            let g = s.push("ffn_gate", Op::MatMul { transpose_rhs: true }, &[x, g]);
+            let u = s.push("ffn_up", Op::MatMul { transpose_rhs: true }, &[x, u]);
+            outs.push(s.swiglu(g, u));
+        }
+        for (i, o) in outs.into_iter().enumerate() {
+            s.b.output(format!("out{i}"), o);
+        }
+        let Suite { b, w, .. } = s;
+        let graph = b.finish().unwrap();
+        let weights = Shared { bytes: HashMap::from([(dtype, bytes)]), dtype_of, other: w };
+        for level in [OptLevel::O0, OptLevel::O1, OptLevel::O2] {
+            let Some(gpu) = gpu(&GpuOptions::default()) else { return };
+            let describe = gpu.describe();
+            let mut sched = Schedule::build_fused(gpu, &graph, &weights, level).unwrap();
+            let warm = std::time::Instant::now();
+            while warm.elapsed().as_secs_f64() < 0.25 {
+                sched.step(0, 0).unwrap();
+            }
+            let mut times: Vec<f64> = (0..5)
+                .map(|_| {
+                    let t = std::time::Instant::now();
+                    sched.step(0, 0).unwrap();
+                    t.elapsed().as_secs_f64() / (2 * R) as f64
+                })
+                .collect();
+            times.sort_by(f64::total_cmp);
+            println!(
+                "{dtype:>5} {n}x{k} -O{} ({} dispatches) on {describe}: {:8.1} µs a matrix, {:7.1} GB/s",
+                level.number(),
+                sched.dispatch_count(),
+                times[2] * 1e6,
+                matrix_bytes / times[2] / 1e9
+            );
+        }
+    }
+}
+
+/// Attention throughput at a long context on the GPU machine: `cargo test --release -p
+/// apr-ir-wgpu --test fused attention_throughput -- --ignored --nocapture`. 28 layers of
+/// Qwen2.5-7B's attention (4 kv heads, 7 query heads each, head dimension 128; the q/k/v rows
+/// from a table), decoded up to `FUSED_BENCH_CTX` (default 4096) positions; printed: ms per
+/// step (all 28 layers) over the last 8 steps, at -O1 (the unfused scores, softmax and weighted
+/// sum) and -O2 (attention.wgsl).
+#[test]
+#[ignore = "a benchmark for the GPU machine"]
+fn attention_throughput() {
+    let ctx: u64 = std::env::var("FUSED_BENCH_CTX").ok().and_then(|v| v.parse().ok()).unwrap_or(4096);
+    let mut rng = rng("attention throughput");
+    let mut s = Suite::with_ctx(ctx);
+    for _ in 0..28 {
+        attention_case(&mut s, &mut rng, 4, 7, 128, RopeMode::Neox);
+    }
+    let Suite { b, w, .. } = s;
+    let graph = b.finish().unwrap();
+    for level in [OptLevel::O1, OptLevel::O2] {
+        let Some(gpu) = gpu(&GpuOptions::default()) else { return };
+        let describe = gpu.describe();
+        let mut sched = Schedule::build_fused(gpu, &graph, &w, level).unwrap();
+        let last = 8.min(ctx);
+        for pos in 0..ctx - last {
+            sched.step(0, pos as u32).unwrap();
+        }
+        let t = std::time::Instant::now();
+        for pos in ctx - last..ctx {
+            sched.step(0, pos as u32).unwrap();
+        }
+        let ms = t.elapsed().as_secs_f64() * 1e3 / last as f64;
+        println!(
+            "attention x28 at ctx {ctx} -O{} ({} dispatches) on {describe}: {ms:.3} ms a step",
+            level.number(),
+            sched.dispatch_count()
+        );
+    }
+}
