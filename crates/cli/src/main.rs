@@ -12,6 +12,7 @@ mod default_model;
 mod load;
 mod npy;
 mod progress;
+mod repro;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -44,6 +45,8 @@ enum Command {
     Run(cmd::run::Args),
     /// Measure decode speed and weight streaming bandwidth.
     Bench(cmd::bench::Args),
+    /// Run the IR on CPU and GPU, teacher-forced, and name the node where they diverge.
+    Check(cmd::check::Args),
 }
 
 fn main() -> ExitCode {
@@ -81,6 +84,11 @@ fn main() -> ExitCode {
         Command::Dot(a) => cmd::dot::run(a),
         Command::Run(a) => cmd::run::run(a),
         Command::Bench(a) => cmd::bench::run(a),
+        Command::Check(a) => match cmd::check::run(a) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::from(1),
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -17,7 +17,6 @@ pub fn bytes(total: u64, message: &str) -> ProgressBar {
     bar
 }
 
-#[allow(dead_code)] // used by `check` (next commit)
 /// A spinner with a message, drawn on stderr only if it is a terminal.
 pub fn spinner(message: &str) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());

@@ -46,10 +46,12 @@ pub enum Family {
     MatvecSwiGlu,
     Attention,
     RopeCacheWrite,
+    /// An injected fault, in place on one value (`crate::fault`; the checker's self-tests).
+    Fault,
 }
 
 impl Family {
-    pub const ALL: [Family; 19] = [
+    pub const ALL: [Family; 20] = [
         Family::Unary,
         Family::Binary,
         Family::Reduce,
@@ -69,6 +71,7 @@ impl Family {
         Family::MatvecSwiGlu,
         Family::Attention,
         Family::RopeCacheWrite,
+        Family::Fault,
     ];
 
     fn file(self) -> &'static str {
@@ -92,6 +95,7 @@ impl Family {
             Family::MatvecSwiGlu => include_str!("../kernels/matvec_swiglu.wgsl"),
             Family::Attention => include_str!("../kernels/attention.wgsl"),
             Family::RopeCacheWrite => include_str!("../kernels/rope_cache_write.wgsl"),
+            Family::Fault => include_str!("../kernels/fault.wgsl"),
         }
     }
 

@@ -13,12 +13,14 @@
 
 mod decoder;
 mod device;
+pub mod fault;
 pub mod kernels;
 pub mod plan;
 mod schedule;
 
 pub use decoder::GpuDecoder;
 pub use device::{Gpu, GpuOptions};
+pub use fault::{Fault, FaultKind, POISON_BITS};
 pub use schedule::{Captured, ObjectCounts, Schedule, WeightBytes};
 
 use apr_ir::NodeId;
