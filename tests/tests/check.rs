@@ -117,10 +117,6 @@ fn unobservable(level: u8, op: &str, interior: bool, count: Option<u64>, kind: &
             ("reduce_max", k) if k != "nan" => return Some("softmax(x - m) does not depend on m"),
             ("sub", "offset") => return Some("softmax is invariant under a shift of its input"),
             ("exp", "scale" | "sign") => return Some("softmax normalization cancels a common factor"),
-            // A temperature of 1.05: at position 0 softmax over one key is exactly 1; later its
-            // output moves by less than the softmax tolerance and the error is named
-            // downstream (drift). Known limitation of the tolerances, not of the injection.
-            ("sub", "scale") => return Some("a 1.05 softmax temperature stays under the softmax tolerance"),
             _ => {}
         }
     }
