@@ -462,9 +462,11 @@ impl Schedule {
             } else if state {
                 // A cache write: the row this step writes — unless something reads the cache
                 // itself (its old contents, before the write), which must see the real row.
-                let read_directly = self.graph.nodes.iter().any(|u| {
-                    u.inputs.contains(src) && !matches!(u.op, Op::CacheWrite { .. }) && u.id != *id
-                });
+                let read_directly = self
+                    .graph
+                    .nodes
+                    .iter()
+                    .any(|u| u.inputs.contains(src) && !matches!(u.op, Op::CacheWrite { .. }) && u.id != *id);
                 if let (false, Some(n), Some(b)) = (read_directly, self.graph.node(*id), self.values.get(src)) {
                     poison_row(&self.gpu, n, b, pos);
                 }
