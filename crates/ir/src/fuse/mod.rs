@@ -84,15 +84,7 @@ pub fn fuse(g: &Graph, level: OptLevel) -> Result<(Vec<Group>, FuseStats), IrErr
     if level == OptLevel::O0 {
         return Ok((crate::group::unfused(g), stats));
     }
-    let consts: rules::Consts = Arc::new(
-        g.nodes
-            .iter()
-            .filter_map(|n| match n.op {
-                Op::Const { value } => Some((format!("c:{}", n.id.0), value)),
-                _ => None,
-            })
-            .collect(),
-    );
+    let consts = const_values(g);
     let mut rules = rules::algebra(&consts);
     rules.extend(rules::fusion_o1(&consts));
     if level >= OptLevel::O2 {
@@ -154,6 +146,19 @@ pub fn fuse(g: &Graph, level: OptLevel) -> Result<(Vec<Group>, FuseStats), IrErr
     }
     crate::group::check_coverage(g, &groups)?;
     Ok((groups, stats))
+}
+
+/// The scalar constants' values by leaf symbol (`c:4`), for the rules' conditions.
+fn const_values(g: &Graph) -> rules::Consts {
+    Arc::new(
+        g.nodes
+            .iter()
+            .filter_map(|n| match n.op {
+                Op::Const { value } => Some((format!("c:{}", n.id.0), value)),
+                _ => None,
+            })
+            .collect(),
+    )
 }
 
 /// Extraction cost: dispatches, then bytes written. Terms that are not IR nodes (or fused
@@ -569,15 +574,7 @@ mod tests;
 pub fn simplify(g: &Graph) -> Result<Graph, IrError> {
     let all: Vec<NodeId> = g.nodes.iter().map(|n| n.id).collect();
     let window = Window::build(g, &all);
-    let consts: rules::Consts = Arc::new(
-        g.nodes
-            .iter()
-            .filter_map(|n| match n.op {
-                Op::Const { value } => Some((format!("c:{}", n.id.0), value)),
-                _ => None,
-            })
-            .collect(),
-    );
+    let consts = const_values(g);
     let runner = Runner::default()
         .with_egraph(window.egraph)
         .with_iter_limit(ITER_LIMIT)
