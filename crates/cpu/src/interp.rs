@@ -1,5 +1,6 @@
 //! The interpreter: evaluates a graph one decode step at a time.
 
+use crate::kernels::{self, Precision};
 use crate::matmul::{self, Dims, Rhs};
 use crate::ops::{self, Binary, Reduce, Unary};
 use crate::tensor::Tensor;
@@ -68,14 +69,32 @@ impl StepResult {
 struct WeightRef<'a> {
     dtype: DType,
     bytes: &'a [u8],
+    /// The same rows re-encoded for a faster kernel (see [`Interpreter::new`]).
+    repacked: Option<kernels::Repacked>,
 }
+
+/// Most bytes of re-encoded weights an interpreter keeps (beyond them, weights stay as stored).
+const REPACK_BUDGET: usize = 2 << 30;
 
 /// A value during a step.
 enum Val<'a, 'g> {
     T(Tensor),
+    /// A weight decoded once when the interpreter was built (a norm gain, a bias).
+    D(&'g Tensor),
     W(&'g WeightRef<'a>),
     /// The persistent buffer of this state node.
     S(NodeId),
+}
+
+impl Val<'_, '_> {
+    /// The value as a tensor, if it is one (computed or decoded).
+    fn tensor(&self) -> Option<&Tensor> {
+        match self {
+            Val::T(t) => Some(t),
+            Val::D(t) => Some(t),
+            Val::W(_) | Val::S(_) => None,
+        }
+    }
 }
 
 /// The reference interpreter of one graph over one set of weights.
@@ -87,12 +106,22 @@ pub struct Interpreter<'a> {
     dense: HashMap<NodeId, Tensor>,
     /// Index of the last node that reads each node (for freeing values early).
     last_use: Vec<usize>,
+    /// Products of one value with weight matrices, keyed by the first of them: all of them
+    /// (the first included, in graph order), computed together when that one is reached.
+    siblings: HashMap<NodeId, Vec<NodeId>>,
     kernels: Kernels,
+    precision: Precision,
 }
 
 impl<'a> Interpreter<'a> {
     /// Bind a verified graph to its weights. Fails if a weight is missing or its size does
     /// not match the graph's type for it.
+    ///
+    /// Matrices that products read in a layout with a faster kernel are re-encoded here, once
+    /// ([`kernels::repack`]: `q5_0` and `q6_k` rows become 32 signed bytes with f32 scales per
+    /// block, 36/22 and 320/210 of the file's bytes, the same values and with AVX2 bit-for-bit
+    /// the same products), up to 2 GiB of re-encoded bytes in all; [`Interpreter::with_repacking`]
+    /// turns this off.
     pub fn new(graph: &'a Graph, weights: &'a dyn WeightSource) -> Result<Interpreter<'a>, CpuError> {
         graph.verify()?;
         let mut ws = Vec::with_capacity(graph.nodes.len());
@@ -110,7 +139,7 @@ impl<'a> Interpreter<'a> {
                             reason: format!("holds {} bytes, {} needs {want}", bytes.len(), n.ty),
                         });
                     }
-                    Some(WeightRef { dtype: n.ty.dtype, bytes })
+                    Some(WeightRef { dtype: n.ty.dtype, bytes, repacked: None })
                 }
                 _ => None,
             });
@@ -142,6 +171,28 @@ impl<'a> Interpreter<'a> {
                 dense.insert(*i, Tensor::f32(shape, data));
             }
         }
+        let mut budget = REPACK_BUDGET;
+        for user in &graph.nodes {
+            let (Op::MatMul { transpose_rhs: true }, Some(i)) = (&user.op, user.inputs.get(1)) else { continue };
+            let Some(Some(w)) = ws.get_mut(i.index()) else { continue };
+            let node = &graph.nodes[i.index()];
+            let shape = concrete(node, 1);
+            let (Some(&k), Some(rows)) =
+                (shape.last(), shape.len().checked_sub(1).map(|r| shape[..r].iter().product()))
+            else {
+                continue;
+            };
+            if w.repacked.is_some() {
+                continue;
+            }
+            // A matrix that cannot be re-encoded (or memory for it) keeps its stored layout.
+            if let Ok(Some(r)) = kernels::repack(w.dtype, w.bytes, rows, k) {
+                if r.bytes().len() <= budget {
+                    budget -= r.bytes().len();
+                    w.repacked = Some(r);
+                }
+            }
+        }
         let mut last_use: Vec<usize> = (0..graph.nodes.len()).collect();
         for n in &graph.nodes {
             for i in &n.inputs {
@@ -151,13 +202,59 @@ impl<'a> Interpreter<'a> {
         for o in &graph.outputs {
             last_use[o.node.index()] = usize::MAX;
         }
-        Ok(Interpreter { graph, weights: ws, states, dense, last_use, kernels: Kernels::Fast })
+        // Products `x · Wᵀ` of one value `x` with several weight matrices (q/k/v, gate/up):
+        // they depend on nothing computed after the first of them, so they can run as one.
+        let mut by_lhs: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
+        for n in &graph.nodes {
+            let (Op::MatMul { transpose_rhs: true }, [lhs, rhs]) = (&n.op, n.inputs.as_slice()) else { continue };
+            let is_matrix = ws.get(rhs.index()).is_some_and(Option::is_some)
+                && !dense.contains_key(rhs)
+                && graph.nodes[rhs.index()].ty.shape.len() == 2;
+            if is_matrix {
+                by_lhs.entry(*lhs).or_default().push(n.id);
+            }
+        }
+        let siblings = by_lhs.into_values().filter(|v| v.len() > 1).filter_map(|v| Some((*v.first()?, v))).collect();
+        Ok(Interpreter {
+            graph,
+            weights: ws,
+            states,
+            dense,
+            last_use,
+            siblings,
+            kernels: Kernels::Fast,
+            precision: Precision::Exact,
+        })
     }
 
     /// Choose the matrix-product kernels.
     pub fn with_kernels(mut self, kernels: Kernels) -> Interpreter<'a> {
         self.kernels = kernels;
         self
+    }
+
+    /// Choose how products with weight matrices treat activations: [`Precision::Exact`] (the
+    /// default, the reference semantics) or the opt-in [`Precision::Int16`] (activations
+    /// rounded to 16 bits per block of 32; faster, not exact). Applies to the fast kernels.
+    pub fn with_precision(mut self, precision: Precision) -> Interpreter<'a> {
+        self.precision = precision;
+        self
+    }
+
+    /// Keep (`true`, the default) or drop the re-encoded copies of weights made by
+    /// [`Interpreter::new`]; without them products read the stored layout (same results).
+    pub fn with_repacking(mut self, on: bool) -> Interpreter<'a> {
+        if !on {
+            for w in self.weights.iter_mut().flatten() {
+                w.repacked = None;
+            }
+        }
+        self
+    }
+
+    /// Bytes of re-encoded weights held (read by products instead of the stored ones).
+    pub fn repacked_bytes(&self) -> usize {
+        self.weights.iter().flatten().filter_map(|w| w.repacked.as_ref()).map(|r| r.bytes().len()).sum()
     }
 
     /// Forget the KV cache (start a new sequence).
@@ -168,7 +265,16 @@ impl<'a> Interpreter<'a> {
     }
 
     /// Decode `token` at position `pos`, updating the KV cache.
+    ///
+    /// The step runs on a worker of rayon's pool, so each parallel product in it forks from
+    /// that worker (the other workers steal its halves) instead of being injected from outside
+    /// with the calling thread asleep until it ends: one hand-off per step, not one per
+    /// product (a decode step has a couple of hundred).
     pub fn step(&mut self, token: u32, pos: u32, capture: &Capture) -> Result<StepResult, CpuError> {
+        rayon::scope(|_| self.step_here(token, pos, capture))
+    }
+
+    fn step_here(&mut self, token: u32, pos: u32, capture: &Capture) -> Result<StepResult, CpuError> {
         let max_ctx = self.graph.meta.max_ctx;
         if u64::from(pos) >= max_ctx {
             return Err(CpuError::Position { pos, max_ctx });
@@ -180,9 +286,32 @@ impl<'a> Interpreter<'a> {
         // Weights are borrowed for the whole step; take them out of `self` to keep the
         // borrow checker out of the state updates.
         let weights = std::mem::take(&mut self.weights);
+        let dense = std::mem::take(&mut self.dense);
+        // Products computed ahead of their turn with a sibling (see `siblings`).
+        let mut early: HashMap<NodeId, Tensor> = HashMap::new();
         let outcome = (|| {
             for n in &graph.nodes {
-                let v = self.eval(n, &vals, &weights, token, pos, ctx)?;
+                if self.kernels == Kernels::Fast {
+                    if let Some(group) = self.siblings.get(&n.id) {
+                        early.extend(self.sibling_products(group, &vals, &weights, ctx)?);
+                    }
+                }
+                let v = match (&n.op, n.inputs.first()) {
+                    _ if early.contains_key(&n.id) => {
+                        Val::T(early.remove(&n.id).ok_or_else(|| CpuError::node(n, "product not computed"))?)
+                    }
+                    // A reshape that is the last reader of a computed value takes its buffer.
+                    (Op::Reshape { .. }, Some(i)) if self.last_use[i.index()] == n.id.index() => {
+                        match vals[i.index()].take() {
+                            Some(Val::T(t)) => Val::T(Tensor { shape: concrete(n, ctx), data: t.data }),
+                            other => {
+                                vals[i.index()] = other;
+                                self.eval(n, &vals, &weights, &dense, token, pos, ctx)?
+                            }
+                        }
+                    }
+                    _ => self.eval(n, &vals, &weights, &dense, token, pos, ctx)?,
+                };
                 if capture.wants(n.id) {
                     if let Some(t) = self.materialize(n, &v, ctx) {
                         result.captured.insert(n.id, t);
@@ -195,21 +324,69 @@ impl<'a> Interpreter<'a> {
                     }
                 }
             }
-            for o in &graph.outputs {
+            for (k, o) in graph.outputs.iter().enumerate() {
                 let n = &graph.nodes[o.node.index()];
-                let t = vals[o.node.index()].as_ref().and_then(|v| self.materialize(n, v, ctx));
+                // The last output naming a computed value takes it (the logits: no copy).
+                let last = !graph.outputs[k + 1..].iter().any(|p| p.node == o.node);
+                let t = match vals[o.node.index()].take() {
+                    Some(Val::T(t)) if last => Some(t),
+                    v => {
+                        let t = v.as_ref().and_then(|v| self.materialize(n, v, ctx));
+                        vals[o.node.index()] = v;
+                        t
+                    }
+                };
                 result.outputs.push((o.name.clone(), t.ok_or_else(|| CpuError::node(n, "output has no value"))?));
             }
             Ok(())
         })();
         self.weights = weights;
+        self.dense = dense;
         outcome.map(|()| result)
+    }
+
+    /// The products of one vector with the weight matrices of `group` (all `[N, K]` weights
+    /// bound in their packed form; see `siblings`) in one parallel pass, by node; none where
+    /// the left operand is not a single row (then each product runs on its own).
+    fn sibling_products(
+        &self,
+        group: &[NodeId],
+        vals: &[Option<Val<'a, '_>>],
+        weights: &[Option<WeightRef<'a>>],
+        ctx: u64,
+    ) -> Result<Vec<(NodeId, Tensor)>, CpuError> {
+        let nodes: Vec<&Node> = group.iter().map(|id| &self.graph.nodes[id.index()]).collect();
+        let Some(first) = nodes.first() else { return Ok(Vec::new()) };
+        let x = match first.inputs.first().and_then(|i| vals.get(i.index())).and_then(|v| v.as_ref()) {
+            Some(v) => match v.tensor().and_then(|t| t.as_f32().map(|d| (d, &t.shape))) {
+                Some((d, shape)) if shape.last() == Some(&d.len()) => d,
+                _ => return Ok(Vec::new()),
+            },
+            None => return Ok(Vec::new()),
+        };
+        let mut outs: Vec<Vec<f32>> = Vec::with_capacity(nodes.len());
+        let mut rows: Vec<kernels::Rows<'_>> = Vec::with_capacity(nodes.len());
+        for n in &nodes {
+            let Some(w) = n.inputs.get(1).and_then(|i| weights.get(i.index())).and_then(|w| w.as_ref()) else {
+                return Ok(Vec::new());
+            };
+            rows.push(match &w.repacked {
+                Some(r) => kernels::Rows::Repacked(r),
+                None => kernels::Rows::Stored { dtype: w.dtype, bytes: w.bytes },
+            });
+            outs.push(vec![0.0; concrete(n, ctx).iter().product()]);
+        }
+        let mut jobs: Vec<(kernels::Rows<'_>, &mut [f32])> =
+            rows.into_iter().zip(outs.iter_mut()).map(|(r, o)| (r, o.as_mut_slice())).collect();
+        kernels::matvec_batch_with(&mut jobs, x, self.precision).map_err(|e| CpuError::node(first, e.to_string()))?;
+        Ok(nodes.iter().zip(outs).map(|(n, o)| (n.id, Tensor::f32(concrete(n, ctx), o))).collect())
     }
 
     /// A value as a tensor (weights dequantized, states as their rows in use).
     fn materialize(&self, n: &Node, v: &Val<'_, '_>, ctx: u64) -> Option<Tensor> {
         match v {
             Val::T(t) => Some(t.clone()),
+            Val::D(t) => Some((*t).clone()),
             Val::W(w) => {
                 let shape = concrete(n, ctx);
                 let mut out = vec![0.0; shape.iter().product()];
@@ -227,11 +404,13 @@ impl<'a> Interpreter<'a> {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn eval<'g>(
         &mut self,
         n: &Node,
         vals: &[Option<Val<'a, 'g>>],
         weights: &'g [Option<WeightRef<'a>>],
+        dense: &'g HashMap<NodeId, Tensor>,
         token: u32,
         pos: u32,
         ctx: u64,
@@ -244,8 +423,8 @@ impl<'a> Interpreter<'a> {
                 .ok_or_else(|| CpuError::node(n, format!("operand {k} has no value")))
         };
         let f32_arg = |k: usize| -> Result<&Tensor, CpuError> {
-            match arg(k)? {
-                Val::T(t) if t.as_f32().is_some() => Ok(t),
+            match arg(k)?.tensor() {
+                Some(t) if t.as_f32().is_some() => Ok(t),
                 _ => Err(CpuError::node(n, format!("operand {k} is not an f32 value"))),
             }
         };
@@ -270,8 +449,8 @@ impl<'a> Interpreter<'a> {
                 };
                 Ok(Val::T(Tensor::i32(vec![1], vec![v])))
             }
-            Op::Weight { .. } if self.dense.contains_key(&n.id) => {
-                self.dense.get(&n.id).cloned().map(Val::T).ok_or_else(|| CpuError::node(n, "weight not decoded"))
+            Op::Weight { .. } if dense.contains_key(&n.id) => {
+                dense.get(&n.id).map(Val::D).ok_or_else(|| CpuError::node(n, "weight not decoded"))
             }
             Op::Weight { .. } => {
                 weights[n.id.index()].as_ref().map(Val::W).ok_or_else(|| CpuError::node(n, "weight not bound"))
@@ -287,6 +466,7 @@ impl<'a> Interpreter<'a> {
             Op::Sin => un(Unary::Sin),
             Op::Cast { to: _ } => match arg(0)? {
                 Val::T(t) => f(t.to_f32_vec()),
+                Val::D(t) => f(t.to_f32_vec()),
                 Val::W(w) => {
                     let mut out = vec![0.0; out_shape.iter().product()];
                     quant::dequantize(w.dtype, w.bytes, &mut out).map_err(|e| CpuError::node(n, e.to_string()))?;
@@ -314,9 +494,24 @@ impl<'a> Interpreter<'a> {
                 let rhs_shape = concrete(rhs_node, ctx);
                 let nn = if *transpose_rhs { rhs_shape[rhs_shape.len() - 2] } else { rhs_shape[rhs_shape.len() - 1] };
                 let dims = Dims { batch, rhs_batched: rhs_shape.len() > 2, m, k, n: nn };
+                if let (Val::W(w), true, Kernels::Fast, Precision::Int16) =
+                    (arg(1)?, *transpose_rhs && batch * m == 1 && rhs_shape.len() == 2, self.kernels, self.precision)
+                {
+                    let rows = match &w.repacked {
+                        Some(r) => kernels::Rows::Repacked(r),
+                        None => kernels::Rows::Stored { dtype: w.dtype, bytes: w.bytes },
+                    };
+                    let mut out = vec![0.0; nn];
+                    kernels::matvec_batch_with(&mut [(rows, out.as_mut_slice())], f32s(a), self.precision)
+                        .map_err(|e| CpuError::node(n, e.to_string()))?;
+                    return f(out);
+                }
                 let decoded: Vec<f32>;
                 let rhs = match arg(1)? {
-                    Val::W(w) if *transpose_rhs => Rhs::Packed { dtype: w.dtype, bytes: w.bytes },
+                    Val::W(w) if *transpose_rhs => match (&w.repacked, self.kernels) {
+                        (Some(r), Kernels::Fast) => Rhs::Repacked(r),
+                        _ => Rhs::Packed { dtype: w.dtype, bytes: w.bytes },
+                    },
                     Val::W(w) => {
                         // A [K, N] weight (never quantized: verify requires transposed blocks).
                         let mut v = vec![0.0; rhs_shape.iter().product()];
@@ -325,6 +520,7 @@ impl<'a> Interpreter<'a> {
                         Rhs::F32 { data: &decoded, transposed: false }
                     }
                     Val::T(t) => Rhs::F32 { data: f32s(t), transposed: *transpose_rhs },
+                    Val::D(t) => Rhs::F32 { data: f32s(t), transposed: *transpose_rhs },
                     Val::S(_) => return Err(CpuError::node(n, "a state cannot be a matmul operand")),
                 };
                 let out = match self.kernels {
@@ -334,20 +530,22 @@ impl<'a> Interpreter<'a> {
                 .map_err(|e| CpuError::node(n, e.to_string()))?;
                 f(out)
             }
-            Op::Reshape { shape: _ } => match arg(0)? {
-                Val::T(t) => Ok(Val::T(Tensor { shape: out_shape.clone(), data: t.data.clone() })),
-                Val::W(_) | Val::S(_) => Err(CpuError::node(n, "can only reshape computed values")),
+            Op::Reshape { shape: _ } => match arg(0)?.tensor() {
+                Some(t) => Ok(Val::T(Tensor { shape: out_shape.clone(), data: t.data.clone() })),
+                None => Err(CpuError::node(n, "can only reshape computed values")),
             },
             Op::Slice { axis, start, len: _ } => {
                 let ax = *axis as usize;
                 let start = *start as usize;
                 let len = out_shape[ax];
-                match arg(0)? {
-                    Val::T(t) => match &t.data {
-                        crate::tensor::Data::F32(d) => f(ops::slice(d, &t.shape, ax, start, len)),
-                        crate::tensor::Data::I32(d) => {
-                            Ok(Val::T(Tensor::i32(out_shape.clone(), ops::slice(d, &t.shape, ax, start, len))))
+                let v = arg(0)?;
+                match v {
+                    Val::T(_) | Val::D(_) => match v.tensor().map(|t| (&t.data, &t.shape)) {
+                        Some((crate::tensor::Data::F32(d), shape)) => f(ops::slice(d, shape, ax, start, len)),
+                        Some((crate::tensor::Data::I32(d), shape)) => {
+                            Ok(Val::T(Tensor::i32(out_shape.clone(), ops::slice(d, shape, ax, start, len))))
                         }
+                        None => Err(CpuError::node(n, "operand 0 has no value")),
                     },
                     Val::S(id) => {
                         let shape = concrete(&self.graph.nodes[id.index()], ctx);
@@ -358,7 +556,7 @@ impl<'a> Interpreter<'a> {
                 }
             }
             Op::Gather => {
-                let Val::T(ids) = arg(1)? else { return Err(CpuError::node(n, "ids must be a value")) };
+                let Some(ids) = arg(1)?.tensor() else { return Err(CpuError::node(n, "ids must be a value")) };
                 let ids = ids.as_i32().ok_or_else(|| CpuError::node(n, "ids must be i32"))?;
                 let table_node = &self.graph.nodes[n.inputs[0].index()];
                 let tshape = concrete(table_node, ctx);
@@ -376,6 +574,7 @@ impl<'a> Interpreter<'a> {
                                 .map_err(|e| CpuError::node(n, e.to_string()))?;
                         }
                         Val::T(t) => dst.copy_from_slice(&t.to_f32_vec()[row * cols..(row + 1) * cols]),
+                        Val::D(t) => dst.copy_from_slice(&t.to_f32_vec()[row * cols..(row + 1) * cols]),
                         Val::S(_) => return Err(CpuError::node(n, "cannot gather from a state")),
                     }
                 }

@@ -2,8 +2,9 @@
 //!
 //! This crate *is* the semantics of the IR: every op is implemented here first, naively and
 //! obviously right (`ops`, `matmul::naive`), and every other backend is held to it. Hot ops
-//! have fast twins (`matmul::fast`: quantized matrix-vector products straight from the
-//! memory-mapped blocks, spread over rayon) that tests hold to the naive ones. The
+//! have fast twins (`matmul::fast` and `kernels`: quantized matrix-vector products from the
+//! memory-mapped blocks or from a load-time re-encoding of them, spread over rayon) that tests
+//! hold to the naive ones; an opt-in `Precision::Int16` trades exactness for speed. The
 //! interpreter knows no architecture: it evaluates whatever verified graph it is given, one
 //! decode step at a time, keeping the KV cache as the graph's state, and can capture any set
 //! of node values per step (the checker's taps).
@@ -17,6 +18,7 @@ pub mod tensor;
 
 pub use decoder::CpuDecoder;
 pub use interp::{Capture, Interpreter, Kernels, StepResult, WeightSource};
+pub use kernels::Precision;
 pub use tensor::{Data, Tensor};
 
 use apr_ir::{Node, NodeId};

@@ -2,9 +2,10 @@
 //! layout; may be packed in any dtype) or `[B.., K, N]` (f32), `b`'s batch dims optional.
 //!
 //! [`naive`] is the definition (f64 accumulation, one dequantized row at a time); [`fast`]
-//! is what the interpreter runs: rows of a packed matrix are decoded in registers and dotted
-//! with f32 activations by [`crate::kernels`] (SIMD where the CPU has it), spread over the
-//! rayon pool. `tests/kernels_vs_naive.rs` holds them together.
+//! is what the interpreter runs: rows of a packed matrix (as stored, or re-encoded at load
+//! time, [`Rhs::Repacked`]) are decoded exactly and dotted with f32 activations by
+//! [`crate::kernels`] (SIMD where the CPU has it), spread over the rayon pool.
+//! `tests/kernels_vs_naive.rs` holds them together.
 
 use crate::kernels;
 use apr_ir::DType;
@@ -16,6 +17,8 @@ use rayon::prelude::*;
 pub enum Rhs<'a> {
     /// Stored bytes of a `[B.., N, K]` tensor of `dtype` (rows of K elements).
     Packed { dtype: DType, bytes: &'a [u8] },
+    /// A `[B.., N, K]` tensor re-encoded at load time ([`kernels::repack`]): the same values.
+    Repacked(&'a kernels::Repacked),
     /// f32 values; `transposed` says `[B.., N, K]` rather than `[B.., K, N]`.
     F32 { data: &'a [f32], transposed: bool },
 }
@@ -51,6 +54,20 @@ fn row_bytes(dtype: DType, k: usize) -> Result<usize, QuantError> {
     })
 }
 
+/// A re-encoded matrix must have rows of `k` elements.
+fn check_repacked(r: &kernels::Repacked, k: usize) -> Result<(), QuantError> {
+    if r.k() == k {
+        Ok(())
+    } else {
+        Err(QuantError::ByteLength {
+            dtype: r.dtype(),
+            elems: k,
+            expected: row_bytes(r.dtype(), k).unwrap_or(0),
+            actual: row_bytes(r.dtype(), r.k()).unwrap_or(0),
+        })
+    }
+}
+
 /// The definition: `out[b, m, n] = Σ_k a[b, m, k] · B[b](n, k)`, accumulated in f64.
 pub fn naive(a: &[f32], rhs: Rhs<'_>, d: Dims) -> Result<Vec<f32>, QuantError> {
     let mut out = vec![0.0f32; d.batch * d.m * d.n];
@@ -63,6 +80,10 @@ pub fn naive(a: &[f32], rhs: Rhs<'_>, d: Dims) -> Result<Vec<f32>, QuantError> {
                     let rb = row_bytes(dtype, d.k)?;
                     let start = (base / d.k.max(1) + n) * rb;
                     quant::dequantize(dtype, &bytes[start..start + rb], &mut row)?;
+                }
+                Rhs::Repacked(r) => {
+                    check_repacked(r, d.k)?;
+                    r.dequantize_row(base / d.k.max(1) + n, &mut row)?;
                 }
                 Rhs::F32 { data, transposed: true } => row.copy_from_slice(&data[base + n * d.k..base + (n + 1) * d.k]),
                 Rhs::F32 { data, transposed: false } => {
@@ -94,6 +115,13 @@ pub fn fast(a: &[f32], rhs: Rhs<'_>, d: Dims) -> Result<Vec<f32>, QuantError> {
                 // Each run of weight rows is streamed once and decoded in registers against
                 // every row of `a` (see `kernels`); spread over the rayon pool.
                 kernels::matmul(dtype, mat, d.n, d.k, &a[b * d.m * d.k..(b + 1) * d.m * d.k], o)?;
+            }
+        }
+        Rhs::Repacked(r) => {
+            check_repacked(r, d.k)?;
+            for (b, o) in out.chunks_exact_mut(d.m * d.n).enumerate() {
+                let base_row = d.rhs_offset(b) / d.k.max(1);
+                r.matmul_rows(base_row, &a[b * d.m * d.k..(b + 1) * d.m * d.k], o)?;
             }
         }
         Rhs::F32 { data, transposed } => {

@@ -4,6 +4,7 @@
 
 use crate::tensor::{split_at_axis, strides};
 use apr_ir::RopeMode;
+use rayon::prelude::*;
 
 /// Elementwise unary ops.
 #[derive(Debug, Clone, Copy)]
@@ -18,18 +19,29 @@ pub enum Unary {
 }
 
 pub fn unary(op: Unary, x: &[f32]) -> Vec<f32> {
-    x.iter()
-        .map(|&v| match op {
-            Unary::Neg => -v,
-            Unary::Exp => v.exp(),
-            Unary::Sigmoid => (1.0 / (1.0 + f64::from(-v).exp())) as f32,
-            Unary::Sqrt => v.sqrt(),
-            Unary::Rsqrt => (1.0 / f64::from(v).sqrt()) as f32,
-            Unary::Cos => v.cos(),
-            Unary::Sin => v.sin(),
-        })
-        .collect()
+    match op {
+        Unary::Neg => map(x, |v| -v),
+        Unary::Exp => map(x, f32::exp),
+        Unary::Sigmoid => map(x, |v| (1.0 / (1.0 + f64::from(-v).exp())) as f32),
+        Unary::Sqrt => map(x, f32::sqrt),
+        Unary::Rsqrt => map(x, |v| (1.0 / f64::from(v).sqrt()) as f32),
+        Unary::Cos => map(x, f32::cos),
+        Unary::Sin => map(x, f32::sin),
+    }
 }
+
+/// `f` of every element (one monomorphic loop per op); long vectors are split over the rayon
+/// pool (a decode step's SwiGLU sigmoid is 4864 f64 exponentials per layer).
+fn map(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
+    if x.len() >= PARALLEL_ELEMS {
+        x.par_iter().with_min_len(PARALLEL_ELEMS / 2).map(|&v| f(v)).collect()
+    } else {
+        x.iter().map(|&v| f(v)).collect()
+    }
+}
+
+/// Elementwise ops on at least this many elements are spread over the rayon pool.
+const PARALLEL_ELEMS: usize = 4096;
 
 /// Elementwise binary ops.
 #[derive(Debug, Clone, Copy)]
@@ -42,27 +54,50 @@ pub enum Binary {
 
 /// `a op b` with numpy broadcasting into `out_shape`.
 pub fn binary(op: Binary, a: &[f32], a_shape: &[usize], b: &[f32], b_shape: &[usize], out_shape: &[usize]) -> Vec<f32> {
-    let f = |x: f32, y: f32| match op {
-        Binary::Add => x + y,
-        Binary::Sub => x - y,
-        Binary::Mul => x * y,
-        Binary::Div => x / y,
-    };
+    // One monomorphic (vectorizable) loop per op.
+    match op {
+        Binary::Add => broadcast(|x, y| x + y, a, a_shape, b, b_shape, out_shape),
+        Binary::Sub => broadcast(|x, y| x - y, a, a_shape, b, b_shape, out_shape),
+        Binary::Mul => broadcast(|x, y| x * y, a, a_shape, b, b_shape, out_shape),
+        Binary::Div => broadcast(|x, y| x / y, a, a_shape, b, b_shape, out_shape),
+    }
+}
+
+/// `f(a, b)` with numpy broadcasting into `out_shape`.
+fn broadcast(
+    f: impl Fn(f32, f32) -> f32,
+    a: &[f32],
+    a_shape: &[usize],
+    b: &[f32],
+    b_shape: &[usize],
+    out_shape: &[usize],
+) -> Vec<f32> {
     if a_shape == out_shape && b_shape == out_shape {
         return a.iter().zip(b).map(|(&x, &y)| f(x, y)).collect();
     }
+    let n: usize = out_shape.iter().product();
+    let Some((&last, outer_shape)) = out_shape.split_last() else {
+        // Rank 0: one element.
+        return vec![f(a[0], b[0])];
+    };
     let sa = broadcast_strides(a_shape, out_shape);
     let sb = broadcast_strides(b_shape, out_shape);
-    let n: usize = out_shape.iter().product();
+    let (la, lb) = (sa[sa.len() - 1], sb[sb.len() - 1]);
     let mut out = Vec::with_capacity(n);
-    let mut idx = vec![0usize; out_shape.len()];
-    for _ in 0..n {
+    // The last axis in an inner loop with fixed strides; an odometer over the others.
+    let mut idx = vec![0usize; outer_shape.len()];
+    for _ in 0..n.checked_div(last).unwrap_or(0) {
         let ia: usize = idx.iter().zip(&sa).map(|(i, s)| i * s).sum();
         let ib: usize = idx.iter().zip(&sb).map(|(i, s)| i * s).sum();
-        out.push(f(a[ia], b[ib]));
+        match (la, lb) {
+            (1, 1) => out.extend(a[ia..ia + last].iter().zip(&b[ib..ib + last]).map(|(&x, &y)| f(x, y))),
+            (1, 0) => out.extend(a[ia..ia + last].iter().map(|&x| f(x, b[ib]))),
+            (0, 1) => out.extend(b[ib..ib + last].iter().map(|&y| f(a[ia], y))),
+            _ => out.extend((0..last).map(|j| f(a[ia + j * la], b[ib + j * lb]))),
+        }
         for d in (0..idx.len()).rev() {
             idx[d] += 1;
-            if idx[d] < out_shape[d] {
+            if idx[d] < outer_shape[d] {
                 break;
             }
             idx[d] = 0;
@@ -189,5 +224,49 @@ pub fn cache_write(cache: &mut [f32], shape: &[usize], axis: usize, value: &[f32
     for o in 0..outer {
         let dst = (o * full + pos) * inner;
         cache[dst..dst + inner].copy_from_slice(&value[o * inner..(o + 1) * inner]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `binary` by definition: every output index mapped back to each operand, one at a time.
+    fn binary_by_index(a: &[f32], a_shape: &[usize], b: &[f32], b_shape: &[usize], out_shape: &[usize]) -> Vec<f32> {
+        let (sa, sb) = (broadcast_strides(a_shape, out_shape), broadcast_strides(b_shape, out_shape));
+        let n: usize = out_shape.iter().product();
+        (0..n)
+            .map(|flat| {
+                let (mut rest, mut ia, mut ib) = (flat, 0, 0);
+                for d in (0..out_shape.len()).rev() {
+                    let i = rest % out_shape[d];
+                    rest /= out_shape[d];
+                    ia += i * sa[d];
+                    ib += i * sb[d];
+                }
+                a[ia] - 2.0 * b[ib]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn broadcasting_matches_the_definition() {
+        let shapes: &[(&[usize], &[usize], &[usize])] = &[
+            (&[1, 896], &[896], &[1, 896]),
+            (&[1, 896], &[1, 1], &[1, 896]),
+            (&[2, 7, 5], &[2, 7, 1], &[2, 7, 5]),
+            (&[2, 7, 64], &[64], &[2, 7, 64]),
+            (&[1], &[3, 4], &[3, 4]),
+            (&[3, 1], &[1, 4], &[3, 4]),
+            (&[4, 1, 3], &[2, 1], &[4, 2, 3]),
+            (&[], &[], &[]),
+            (&[2, 0], &[1], &[2, 0]),
+        ];
+        for &(sa, sb, so) in shapes {
+            let a: Vec<f32> = (0..sa.iter().product::<usize>()).map(|i| i as f32 * 0.5 + 1.0).collect();
+            let b: Vec<f32> = (0..sb.iter().product::<usize>()).map(|i| i as f32 * 0.25 - 3.0).collect();
+            let fast = binary(Binary::Sub, &a, sa, &b.iter().map(|v| 2.0 * v).collect::<Vec<_>>(), sb, so);
+            assert_eq!(fast, binary_by_index(&a, sa, &b, sb, so), "{sa:?} {sb:?} -> {so:?}");
+        }
     }
 }

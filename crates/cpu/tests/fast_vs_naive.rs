@@ -1,12 +1,14 @@
 //! The interpreter's fast paths agree with the naive definitions: f32 products (the
 //! attention path over the KV cache) on random shapes, and whole-model decoding with each
-//! kernel set. Capture mode records every node with the graph's types.
+//! kernel set, and with weights re-encoded at load time or not. Capture mode records every node
+//! with the graph's types.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout, clippy::print_stderr)]
 
+use apr_ir::{DType, Graph};
 use apr_ir_cpu::matmul::{self, Dims, Rhs};
-use apr_ir_cpu::{Capture, Interpreter, Kernels};
-use apr_ir_model::Model;
+use apr_ir_cpu::{kernels, Capture, Interpreter, Kernels, WeightSource};
+use apr_ir_model::{quant, Model};
 use proptest::prelude::*;
 use std::path::Path;
 
@@ -92,4 +94,68 @@ fn bad_inputs_are_errors_not_panics() {
     assert!(e.contains("outside the table"), "{e}");
     let e = interp.step(1, 4, &Capture::None).unwrap_err().to_string();
     assert!(e.contains("past the compiled context"), "{e}");
+}
+
+/// Weights held in memory, by tensor name.
+struct Weights(Vec<(String, Vec<u8>)>);
+
+impl WeightSource for Weights {
+    fn tensor_bytes(&self, name: &str) -> Result<&[u8], String> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, b)| b.as_slice()).ok_or_else(|| format!("no tensor {name}"))
+    }
+}
+
+/// `q5_0` matrices are re-encoded when the interpreter is built; the logits are bit-for-bit
+/// those of the stored layout, and close to the naive product's. The two products of `x` run
+/// as one batch (`kernels::matvec_batch`), with the same bits as each on its own.
+#[test]
+fn repacked_and_batched_products_decode_bit_for_bit_alike() {
+    let text = r#"graph {"name":"repack","arch":"test","max_ctx":4}
+%0 = input{kind="token"}() : i32[1] "token"
+%1 = weight{tensor="emb"}() : f32[8,96] "emb"
+%2 = gather(%1, %0) : f32[1,96] "x"
+%3 = weight{tensor="w"}() : q5_0[40,96] "w"
+%4 = matmul{transpose_rhs=true}(%2, %3) : f32[1,40] "logits"
+%5 = weight{tensor="v"}() : q8_0[24,96] "v"
+%6 = matmul{transpose_rhs=true}(%2, %5) : f32[1,24] "other"
+output "logits" = %4
+output "other" = %6
+"#;
+    let graph = Graph::from_text(text).unwrap();
+    let emb: Vec<f32> = (0..8 * 96).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+    let w: Vec<f32> = (0..40 * 96).map(|i| ((i * 53 % 97) as f32 - 48.0) / 300.0).collect();
+    let v: Vec<f32> = (0..24 * 96).map(|i| ((i * 29 % 89) as f32 - 44.0) / 200.0).collect();
+    let mut wq = vec![0u8; 40 * 96 / 32 * 22];
+    quant::quantize(DType::Q5_0, &w, &mut wq).unwrap();
+    let mut vq = vec![0u8; 24 * 96 / 32 * 34];
+    quant::quantize(DType::Q8_0, &v, &mut vq).unwrap();
+    let weights = Weights(vec![
+        ("emb".into(), emb.iter().flat_map(|v| v.to_le_bytes()).collect()),
+        ("w".into(), wq.clone()),
+        ("v".into(), vq.clone()),
+    ]);
+    let mut repacked = Interpreter::new(&graph, &weights).unwrap();
+    assert_eq!(repacked.repacked_bytes(), 40 * 96 / 32 * 36);
+    let mut stored = Interpreter::new(&graph, &weights).unwrap().with_repacking(false);
+    assert_eq!(stored.repacked_bytes(), 0);
+    let mut naive = Interpreter::new(&graph, &weights).unwrap().with_kernels(Kernels::Naive);
+    let bits = |t: &[f32]| t.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    for tok in 0..8 {
+        let run = |i: &mut Interpreter<'_>| {
+            let r = i.step(tok, 0, &Capture::None).unwrap();
+            let get = |name: &str| r.output(name).unwrap().as_f32().unwrap().to_vec();
+            (get("logits"), get("other"))
+        };
+        let (a, b, c) = (run(&mut repacked), run(&mut stored), run(&mut naive));
+        // Each product on its own, straight from the stored bytes.
+        let x = &emb[tok as usize * 96..][..96];
+        let (mut wx, mut vx) = (vec![0.0f32; 40], vec![0.0f32; 24]);
+        kernels::matvec(DType::Q5_0, &wq, 40, x, &mut wx).unwrap();
+        kernels::matvec(DType::Q8_0, &vq, 24, x, &mut vx).unwrap();
+        for got in [&a, &b] {
+            assert_eq!(bits(&got.0), bits(&wx), "token {tok}");
+            assert_eq!(bits(&got.1), bits(&vx), "token {tok}");
+        }
+        assert!(rel_l2(&a.0, &c.0) < 1e-6 && rel_l2(&a.1, &c.1) < 1e-6, "token {tok}");
+    }
 }

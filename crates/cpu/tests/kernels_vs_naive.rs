@@ -174,6 +174,53 @@ proptest! {
         check(dtype, n, k, m, seed, raw)?;
     }
 
+    /// `q5_0` and `q6_k` re-encoded at load time hold the same values and give the same
+    /// products as the file-layout kernels: bit-for-bit with AVX2 (same summation order), and
+    /// within the bound with the scalar code (`q6_k`'s scalar kernel groups its sums per
+    /// super-block), over any run of rows.
+    #[test]
+    fn repacked_rows_match_stored_rows((dtype, (k, n), m, seed, raw) in proptest::sample::select(vec![DType::Q5_0, DType::Q6K])
+        .prop_flat_map(|d| (Just(d), shape(d), 1usize..4, any::<u64>(), any::<bool>())))
+    {
+        let mut rng = Rng(seed);
+        let w = weights(&mut rng, dtype, n, k, raw);
+        let xs: Vec<f32> = (0..m).flat_map(|_| vector(&mut rng, k)).collect();
+        let r = kernels::repack(dtype, &w, n, k).unwrap().unwrap();
+        let per_32 = if dtype == DType::Q5_0 { 36 } else { 40 };
+        prop_assert_eq!(r.bytes().len(), n * k / 32 * per_32);
+        let mut want = vec![0.0f32; n * k];
+        quant::dequantize(dtype, &w, &mut want).unwrap();
+        let mut row = vec![0.0f32; k];
+        for i in 0..n {
+            r.dequantize_row(i, &mut row).unwrap();
+            prop_assert_eq!(&row[..], &want[i * k..][..k]);
+        }
+        let mag = magnitudes(dtype, &w, n, k);
+        let rb = dtype.bytes_for(k as u64).unwrap() as usize;
+        let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        for simd in [Simd::Scalar, Simd::Avx2].into_iter().filter(|s| s.is_available()) {
+            // All rows, then a run of rows from the middle.
+            for (first, len, m) in [(0, n, m), (n / 3, n - n / 3, 1)] {
+                let mut a = vec![f32::NAN; m * len];
+                let mut b = vec![f32::NAN; m * len];
+                kernels::matmul_with(simd, dtype, &w[first * rb..], len, k, &xs[..m * k], &mut a).unwrap();
+                r.matmul_rows_with(simd, first, &xs[..m * k], &mut b).unwrap();
+                if simd == Simd::Avx2 || dtype == DType::Q5_0 {
+                    prop_assert_eq!(bits(&a), bits(&b), "{} {:?}", dtype, simd);
+                } else {
+                    for (i, (&a, &b)) in a.iter().zip(&b).enumerate() {
+                        let (j, row) = (i / len, first + i % len);
+                        let scale: f64 = xs[j * k..][..k].iter().zip(&mag[row * k..][..k]).map(|(&x, &w)| f64::from(x.abs()) * f64::from(w)).sum();
+                        prop_assert!(f64::from((a - b).abs()) <= 2.0 * (k as f64 + 64.0) * U * scale + 1e-30, "{}: {} vs {}", dtype, a, b);
+                    }
+                }
+            }
+        }
+        // Past the last row, or a wrong vector length: errors.
+        prop_assert!(r.matmul_rows(1, &xs[..k], &mut vec![0.0; n]).is_err());
+        prop_assert!(r.matmul_rows(0, &xs[..k - 1], &mut vec![0.0; n]).is_err());
+    }
+
     #[test]
     fn fallbacks_match_naive((dtype, (k, n), seed) in proptest::sample::select(FALLBACK_TYPES.to_vec())
         .prop_flat_map(|d| (Just(d), shape(d), any::<u64>())))
@@ -219,6 +266,10 @@ fn lengths_are_checked() {
     assert!(kernels::matvec(DType::Q8_0, &w, 3, &[0.0; 32], &mut out[1..]).is_err());
     assert!(kernels::matmul(DType::Q8_0, &w, 3, 32, &[0.0; 48], &mut out).is_err());
     assert!(kernels::matvec(DType::I32, &[0u8; 12], 3, &[0.0], &mut out).is_err());
+    // Re-encoding: only q5_0 and q6_k are re-encoded, and their lengths are checked.
+    assert!(kernels::repack(DType::Q8_0, &w, 3, 32).unwrap().is_none());
+    assert!(kernels::repack(DType::Q5_0, &[0u8; 2 * 22], 3, 32).is_err());
+    assert!(kernels::repack(DType::Q5_0, &[0u8; 22], 1, 31).is_err());
     // k = 0: empty dot products.
     out.fill(1.0);
     assert!(kernels::matvec(DType::Q8_0, &[], 3, &[], &mut out).is_ok());

@@ -2,31 +2,47 @@
 //!
 //! [`matvec`] computes `out[r] = Σ_i W[r, i]·x[i]` for a weight matrix stored as GGUF rows
 //! (`n_rows` rows of `k` elements, each row a whole number of `dtype` blocks) and an f32 vector
-//! `x`; [`matmul`] does the same for a few vectors at once. Work is spread over the rayon pool
-//! in contiguous runs of rows, so each task streams one stretch of memory.
+//! `x`; [`matmul`] does the same for a few vectors at once, and [`matvec_batch`] for several
+//! matrices and one vector (Qwen2's q/k/v, gate/up) in one parallel pass. Work is spread over
+//! the rayon pool in contiguous runs of rows, so each task streams one stretch of memory.
 //!
-//! **Approach: weights are decoded in registers, `x` stays f32.** Each kernel reads a block's
-//! integer codes, widens them to f32 lanes, multiplies them with `x` (FMA) and applies the
-//! block's scales to the per-sub-block partial sums. Nothing is written back to memory and `x`
-//! is never quantized. llama.cpp instead quantizes `x` to 8 bits once per call and uses integer
-//! dot products (`maddubs`); measured on the 2-core AMD EPYC (Zen 3) dev machine, one core, hot
-//! cache, GB of weights per CPU-second: `q5_0` 5.2 (f32 `x`) vs 7.5 (8-bit `x`) or 6.4 (16-bit
-//! `x`), `q8_0` 13 vs 19. The f32 kernels are slower in arithmetic but, on two cores, still
-//! stream the Q4_K_M mix at well over half the machine's read bandwidth (about 15 GB/s;
-//! `examples/bandwidth.rs`, `examples/matvec_bench.rs`), while 8-bit `x` puts the fixtures'
-//! logits 1.0–1.5e-2 (relative L2) away from the float64 references — a hundred times the
-//! interpreter's 1e-4 budget (`tests/reference_logits.rs`, tried and measured). So the
-//! reference interpreter keeps f32 activations.
+//! **Approach: weights are decoded exactly, `x` stays f32.** Each kernel turns a block's
+//! integer codes into f32 lanes, multiplies them with `x` (FMA) and applies the block's scales
+//! to the per-block partial sums. Nothing is written back to memory and `x` is never quantized.
+//! On the 2-core AMD EPYC (Zen 3) dev machine the cost is in getting codes into f32 lanes:
+//! `vpmovsxbd ymm, m64` (a byte-to-i32 widening load) runs at about twice the rate of its
+//! register form (a cross-lane shuffle), so the kernels that assemble codes from nibbles and
+//! bit planes (`q5_0`, `q6_k`) store them to a small L1 buffer as bytes and widen them from
+//! there, and `x86::dot32_i8` spells the memory form out with `asm!` (LLVM otherwise folds or
+//! forwards the load away). Cross-lane broadcasts from registers are avoided the same way.
 //!
-//! **Accuracy contract.** Every kernel computes the same real number as
-//! [`crate::matmul::naive`], `Σ_i w_i·x_i` over the exactly decoded weights; only the f32
-//! rounding of the products and sums differs. Per output element the error is at most
-//! `(k + 64)·2⁻²⁴·Σ_i |x_i|·|w_i|⁺ + 2⁻²⁴·|result|`, where `|w_i|⁺` is the weight's magnitude
-//! *before* an affine block's offset is subtracted (`|d·sc·q| + |dmin·m|` for `q4_k`, whose
-//! two terms are summed separately; `|w_i|` for the symmetric types): the usual bound for a
-//! length-k float sum, with slack for the block scales. `tests/kernels_vs_naive.rs` checks it
-//! element by element on random shapes, weights and vectors (with a 26× outlier channel). The
-//! relative L2 error of whole outputs on the Qwen2.5 shapes is 1–3e-7 (tested ≤ 1e-6).
+//! **Load-time re-encoding ([`repack`], [`Layout`]).** The interpreter re-encodes `q5_0` and
+//! `q6_k` matrices once into blocks of 32 signed bytes with f32 scales: the same values, and
+//! with AVX2 bit-for-bit the same products (same summation order), but the kernel only widens
+//! bytes. It reads more bytes (36/22 for `q5_0`, 320/210 for `q6_k`; 524.2 MB instead of
+//! 391.6 MB per token for Qwen2.5-0.5B Q4_K_M) and runs about 1.5–1.7× faster per weight. One
+//! core, hot cache, GB of the *file's* weight bytes per second (`matvec_bench --per-call`):
+//! `q5_0` 5.5 stored / 9–10 re-encoded, `q6_k` 6.5–7 / 9.5–10, `q8_0` 14–16, `q4_k` 6
+//! (before this work: 5.2, 5.3, 13, 4.7).
+//!
+//! **Accuracy contract** (the default [`Precision::Exact`]). Every kernel computes the same
+//! real number as [`crate::matmul::naive`], `Σ_i w_i·x_i` over the exactly decoded weights;
+//! only the f32 rounding of the products and sums differs. Per output element the error is at
+//! most `(k + 64)·2⁻²⁴·Σ_i |x_i|·|w_i|⁺ + 2⁻²⁴·|result|`, where `|w_i|⁺` is the weight's
+//! magnitude *before* an affine block's offset is subtracted (`|d·sc·q| + |dmin·m|` for
+//! `q4_k`, whose two terms are summed separately; `|w_i|` for the symmetric types): the usual
+//! bound for a length-k float sum, with slack for the block scales. `tests/kernels_vs_naive.rs`
+//! checks it element by element on random shapes, weights and vectors (with a 26× outlier
+//! channel), for the stored and the re-encoded layouts. The relative L2 error of whole outputs
+//! on the Qwen2.5 shapes is 1–3e-7 (tested ≤ 1e-6).
+//!
+//! **Opt-in [`Precision::Int16`].** llama.cpp instead quantizes `x` to 8 bits per block and
+//! uses integer dot products; that puts the fixtures' logits 1.0–1.5e-2 (relative L2) from the
+//! float64 references, a hundred times the interpreter's 1e-4 budget. The opt-in mode rounds
+//! `x` to 16 bits per block of 32 (2⁻¹⁶ of the block's largest magnitude) and multiplies it with
+//! the codes in exact integer sums (`vpmaddwd`): 5e-5–2e-4 from the references on the fixtures
+//! (`tests/reference_logits.rs`), and about 1.3× faster per weight for `q5_0`/`q4_k`. It is
+//! not the reference semantics and never the default (`kernels/int16.rs` has its definition).
 //!
 //! **Two implementations per format**, chosen by [`Simd`]: a portable scalar one, which is the
 //! readable statement of the math, and an x86-64 AVX2+FMA+F16C one, selected at run time with
@@ -38,6 +54,8 @@
 //! every other type falls back to [`apr_ir_model::quant::dot_row`] per row, still in parallel.
 
 mod float;
+mod i8f32;
+mod int16;
 mod q4k;
 mod q5_0;
 mod q6k;
@@ -82,6 +100,22 @@ impl Simd {
     }
 }
 
+/// How products with weight matrices treat the vector `x`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// `x` in f32, weights decoded exactly: the result is the exact product up to f32
+    /// summation rounding (the contract above). The default.
+    #[default]
+    Exact,
+    /// Opt-in: `x` rounded to 16-bit integers per block of 32 (scale = the block's largest
+    /// magnitude / 32767) and multiplied with the weights' integer codes in exact integer sums,
+    /// for the formats of the Q4_K_M mix (re-encoded `q5_0` and `q6_k`, `q8_0`, `q4_k`; other
+    /// formats stay exact). Each element of `x` moves by at most 2⁻¹⁶ of its block's largest
+    /// magnitude; about twice the arithmetic speed. Not the reference semantics: see
+    /// `tests/reference_logits.rs` for its measured distance from the float64 references.
+    Int16,
+}
+
 /// Whether `dtype` has its own kernel here (the others go through `quant::dot_row`).
 pub fn has_kernel(dtype: DType) -> bool {
     matches!(dtype, DType::F32 | DType::F16 | DType::BF16 | DType::Q8_0 | DType::Q5_0 | DType::Q4K | DType::Q6K)
@@ -121,8 +155,58 @@ pub fn matmul_with(
     xs: &[f32],
     out: &mut [f32],
 ) -> Result<(), QuantError> {
+    run(simd, Format::File(dtype), weights, n_rows, k, xs, out)
+}
+
+/// How the rows handed to [`run`] are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    /// As stored in a GGUF file.
+    File(DType),
+    /// Re-encoded at load time (see [`Repacked`]).
+    Repacked(Layout),
+}
+
+impl Format {
+    /// The file type whose values these rows hold (for errors and [`Prepared`]).
+    fn dtype(self) -> DType {
+        match self {
+            Format::File(dtype) => dtype,
+            Format::Repacked(Layout::I8F32) => DType::Q5_0,
+            Format::Repacked(Layout::I8F32x16) => DType::Q6K,
+        }
+    }
+
+    fn row_bytes(self, k: usize) -> Result<usize, QuantError> {
+        match self {
+            Format::File(dtype) => row_bytes(dtype, k),
+            Format::Repacked(layout) => {
+                let dtype = self.dtype();
+                // Whole blocks of the file type (a q6_k row is 8 re-encoded blocks per super-block).
+                if k.is_multiple_of(dtype.block_len() as usize) {
+                    Ok(k / i8f32::QK * layout.block_bytes())
+                } else {
+                    Err(QuantError::PartialBlock { dtype, elems: k, block_len: dtype.block_len() })
+                }
+            }
+        }
+    }
+}
+
+/// The matrix product over rows in any [`Format`]: lengths checked, then rows spread over the
+/// rayon pool (see [`matmul_with`]).
+fn run(
+    simd: Simd,
+    format: Format,
+    weights: &[u8],
+    n_rows: usize,
+    k: usize,
+    xs: &[f32],
+    out: &mut [f32],
+) -> Result<(), QuantError> {
     let simd = if simd.is_available() { simd } else { Simd::Scalar };
-    let rb = row_bytes(dtype, k)?;
+    let dtype = format.dtype();
+    let rb = format.row_bytes(k)?;
     let f32_len = |expected: usize, actual: usize| {
         if expected == actual {
             Ok(())
@@ -154,14 +238,21 @@ pub fn matmul_with(
     if m == 0 || n_rows == 0 {
         return Ok(());
     }
-    if !has_kernel(dtype) {
+    if format == Format::File(dtype) && !has_kernel(dtype) {
         // Refuses a type without a codec (i32) before any work is spread.
         quant::dot_row(dtype, &weights[..rb], &xs[..k])?;
     }
     let prepared: Vec<Prepared<'_>> = xs.chunks_exact(k).map(|x| Prepared::new(dtype, x)).collect();
     let rows = rows_per_task(n_rows, rb, m);
     if let [x] = prepared.as_slice() {
-        weights.par_chunks(rows * rb).zip(out.par_chunks_mut(rows)).for_each(|(w, o)| rows_dot(simd, dtype, w, x, o));
+        if rows >= n_rows {
+            rows_dot(simd, format, weights, x, out);
+        } else {
+            weights
+                .par_chunks(rows * rb)
+                .zip(out.par_chunks_mut(rows))
+                .for_each(|(w, o)| rows_dot(simd, format, w, x, o));
+        }
         return Ok(());
     }
     // Each task fills an `m × rows` block of its own, copied into `out` after.
@@ -171,7 +262,7 @@ pub fn matmul_with(
             let n = w.len() / rb;
             let mut o = vec![0.0f32; m * n];
             for (x, oj) in prepared.iter().zip(o.chunks_exact_mut(n)) {
-                rows_dot(simd, dtype, w, x, oj);
+                rows_dot(simd, format, w, x, oj);
             }
             o
         })
@@ -182,6 +273,85 @@ pub fn matmul_with(
             out[j * n_rows + c * rows..][..n].copy_from_slice(src);
         }
     }
+    Ok(())
+}
+
+/// The rows of one matrix for [`matvec_batch`]: as stored in the file, or re-encoded.
+#[derive(Debug, Clone, Copy)]
+pub enum Rows<'a> {
+    Stored { dtype: DType, bytes: &'a [u8] },
+    Repacked(&'a Repacked),
+}
+
+/// Several matrix-vector products with the same `x` in one parallel pass: `out = W·x` for every
+/// `(W, out)` in `jobs` (each `W` with rows of `x.len()` elements and `out.len()` rows). The
+/// rows of all matrices are cut into tasks of similar size spread over the rayon pool
+/// together, so small matrices (Qwen2's 128-row k and v projections) share one fork-join with
+/// their siblings instead of paying for their own. Same results as [`matvec`] per matrix.
+pub fn matvec_batch(jobs: &mut [(Rows<'_>, &mut [f32])], x: &[f32]) -> Result<(), QuantError> {
+    matvec_batch_with(jobs, x, Precision::Exact)
+}
+
+/// [`matvec_batch`] with a chosen [`Precision`].
+pub fn matvec_batch_with(
+    jobs: &mut [(Rows<'_>, &mut [f32])],
+    x: &[f32],
+    precision: Precision,
+) -> Result<(), QuantError> {
+    let simd = Simd::detect();
+    let k = x.len();
+    let mut parts: Vec<(Format, &[u8], usize)> = Vec::with_capacity(jobs.len());
+    for (rows, out) in jobs.iter() {
+        let n = out.len();
+        let (format, bytes) = match *rows {
+            Rows::Stored { dtype, bytes } => (Format::File(dtype), bytes),
+            Rows::Repacked(r) if r.k == k && r.n_rows == n => (Format::Repacked(r.layout), r.bytes.as_slice()),
+            Rows::Repacked(r) => {
+                return Err(QuantError::ByteLength {
+                    dtype: r.dtype,
+                    elems: n.saturating_mul(k),
+                    expected: r.row_bytes().saturating_mul(n),
+                    actual: r.bytes.len(),
+                })
+            }
+        };
+        let dtype = format.dtype();
+        let rb = format.row_bytes(k)?;
+        if n.checked_mul(rb) != Some(bytes.len()) {
+            return Err(QuantError::ByteLength {
+                dtype,
+                elems: n.saturating_mul(k),
+                expected: n.saturating_mul(rb),
+                actual: bytes.len(),
+            });
+        }
+        if format == Format::File(dtype) && !has_kernel(dtype) && n > 0 && k > 0 {
+            // Refuses a type without a codec (i32) before any work is spread.
+            quant::dot_row(dtype, &bytes[..rb], x)?;
+        }
+        parts.push((format, bytes, rb));
+    }
+    if k == 0 {
+        jobs.iter_mut().for_each(|(_, out)| out.fill(0.0));
+        return Ok(());
+    }
+    let needs_sums = parts.iter().any(|(f, _, _)| f.dtype() == DType::Q4K);
+    let mut prepared = Prepared::new(if needs_sums { DType::Q4K } else { DType::F32 }, x);
+    if precision == Precision::Int16 {
+        prepared.q16 = int16::Quant16::new(x);
+    }
+    // About eight tasks per thread over all the bytes, at least 16 KiB each.
+    let total: usize = parts.iter().map(|(_, b, _)| b.len()).sum();
+    let threads = rayon::current_num_threads().max(1);
+    let task_bytes = (total / (8 * threads)).max(16 << 10);
+    let mut tasks: Vec<(Format, &[u8], &mut [f32])> = Vec::new();
+    for ((format, bytes, rb), (_, out)) in parts.into_iter().zip(jobs.iter_mut()) {
+        let rows = (task_bytes / rb.max(1)).max(1);
+        for (w, o) in bytes.chunks(rows * rb).zip(out.chunks_mut(rows)) {
+            tasks.push((format, w, o));
+        }
+    }
+    tasks.into_par_iter().for_each(|(format, w, o)| rows_dot(simd, format, w, &prepared, o));
     Ok(())
 }
 
@@ -214,19 +384,37 @@ fn rows_per_task(n_rows: usize, row_bytes: usize, m: usize) -> usize {
 pub(crate) struct Prepared<'a> {
     pub x: &'a [f32],
     pub sums32: Vec<f32>,
+    /// `x` rounded to 16 bits per block ([`Precision::Int16`] only).
+    pub q16: Option<int16::Quant16>,
 }
 
 impl<'a> Prepared<'a> {
     fn new(dtype: DType, x: &'a [f32]) -> Prepared<'a> {
         let sums32 =
             if dtype == DType::Q4K { x.chunks_exact(32).map(|c| c.iter().sum()).collect() } else { Vec::new() };
-        Prepared { x, sums32 }
+        Prepared { x, sums32, q16: None }
     }
 }
 
 /// Dot every row of `w` (whole rows, `out.len()` of them) with the prepared vector.
-fn rows_dot(simd: Simd, dtype: DType, w: &[u8], x: &Prepared<'_>, out: &mut [f32]) {
+fn rows_dot(simd: Simd, format: Format, w: &[u8], x: &Prepared<'_>, out: &mut [f32]) {
     let rb = w.len() / out.len().max(1);
+    if let Some(q) = &x.q16 {
+        match format {
+            Format::Repacked(Layout::I8F32) => return int16::rows_i8f32(simd, w, q, out),
+            Format::Repacked(Layout::I8F32x16) => return int16::rows_i8f32x16(simd, w, q, out),
+            Format::File(DType::Q8_0) => return int16::rows_q8_0(simd, w, q, out),
+            Format::File(DType::Q4K) if x.sums32.len() == x.x.len() / 32 => {
+                return int16::rows_q4k(simd, w, q, &x.sums32, out)
+            }
+            Format::File(_) => {}
+        }
+    }
+    let dtype = match format {
+        Format::File(dtype) => dtype,
+        Format::Repacked(Layout::I8F32) => return i8f32::rows(simd, w, x.x, out),
+        Format::Repacked(Layout::I8F32x16) => return i8f32::x16::rows(simd, w, x.x, out),
+    };
     match dtype {
         DType::F32 => float::rows_f32(simd, w, x.x, out),
         DType::F16 => float::rows_f16(simd, w, x.x, out),
@@ -261,6 +449,156 @@ pub(crate) fn f16_le(lo: u8, hi: u8) -> f32 {
     }
 }
 
+/// Load-time re-encodings of weight rows that hold exactly the same values in a layout whose
+/// kernel is faster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// Blocks of 32 signed codes with an f32 scale (`d: f32 | q: [i8; 32]`, 36 bytes, value
+    /// `d·q`): `q5_0` rows (22-byte blocks) re-encoded, `q − 16` as a byte and the f16 scale
+    /// widened. The kernel widens the codes straight from memory instead of assembling them
+    /// from nibbles and a bit plane, so it runs about as fast as `q8_0` per block
+    /// (`kernels/i8f32.rs`), at 36/22 of the file's bytes.
+    I8F32,
+    /// Blocks of 32 signed codes with two f32 scales, one per 16 (`s0: f32 | s1: f32 |
+    /// q: [i8; 32]`, 40 bytes): `q6_k` rows (210 bytes per 256 elements) re-encoded, `q − 32`
+    /// as a byte and `d·sc` per sub-block (exact). The kernel skips assembling 6-bit codes
+    /// from nibbles and bit pairs, at 320/210 of the file's bytes.
+    I8F32x16,
+}
+
+impl Layout {
+    /// Bytes per 32-element block.
+    fn block_bytes(self) -> usize {
+        match self {
+            Layout::I8F32 => i8f32::BLOCK,
+            Layout::I8F32x16 => i8f32::x16::BLOCK,
+        }
+    }
+}
+
+/// A weight matrix re-encoded by [`repack`]: `n_rows` rows of `k` elements in [`Layout`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Repacked {
+    layout: Layout,
+    dtype: DType,
+    n_rows: usize,
+    k: usize,
+    bytes: Vec<u8>,
+}
+
+impl Repacked {
+    /// The file type whose rows this holds.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    pub fn n_rows(&self) -> usize {
+        self.n_rows
+    }
+
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// The re-encoded bytes (what a product reads).
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Bytes of one re-encoded row.
+    pub fn row_bytes(&self) -> usize {
+        self.bytes.len() / self.n_rows.max(1)
+    }
+
+    /// [`matmul`] over rows `first..first + n` of this matrix (`n = out.len() / m`).
+    pub fn matmul_rows(&self, first: usize, xs: &[f32], out: &mut [f32]) -> Result<(), QuantError> {
+        self.matmul_rows_with(Simd::detect(), first, xs, out)
+    }
+
+    /// [`Repacked::matmul_rows`] with a chosen implementation.
+    pub fn matmul_rows_with(&self, simd: Simd, first: usize, xs: &[f32], out: &mut [f32]) -> Result<(), QuantError> {
+        let m = xs.len().checked_div(self.k).unwrap_or(0).max(1);
+        let n = out.len() / m;
+        let rb = self.row_bytes();
+        let w =
+            first.checked_add(n).filter(|&end| end <= self.n_rows).map(|end| &self.bytes[first * rb..end * rb]).ok_or(
+                QuantError::ByteLength {
+                    dtype: self.dtype,
+                    elems: n.saturating_mul(self.k),
+                    expected: first.saturating_add(n).saturating_mul(rb),
+                    actual: self.bytes.len(),
+                },
+            )?;
+        run(simd, Format::Repacked(self.layout), w, n, self.k, xs, out)
+    }
+
+    /// Row `r`'s values (exactly those of the file's row).
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) -> Result<(), QuantError> {
+        let rb = self.row_bytes();
+        let row = self.bytes.get(r * rb..(r + 1) * rb).ok_or(QuantError::ByteLength {
+            dtype: self.dtype,
+            elems: self.k,
+            expected: (r + 1) * rb,
+            actual: self.bytes.len(),
+        })?;
+        match self.layout {
+            Layout::I8F32 => i8f32::dequantize(row, out),
+            Layout::I8F32x16 => i8f32::x16::dequantize(row, out),
+        }
+        Ok(())
+    }
+}
+
+/// Re-encodes whole rows of a file type (`src`) into a [`Layout`] (`dst`).
+type Convert = fn(&[u8], &mut [u8]);
+
+/// Re-encode `n_rows` rows of `k` elements of `dtype` into the layout the fast kernels prefer,
+/// or `None` where the file's own layout is already the fast one: `q5_0` becomes
+/// [`Layout::I8F32`], `q6_k` [`Layout::I8F32x16`]. The values are exactly the same, and the
+/// AVX2 products bit-for-bit those of the file-layout kernels, which sum in the same order.
+pub fn repack(dtype: DType, bytes: &[u8], n_rows: usize, k: usize) -> Result<Option<Repacked>, QuantError> {
+    let (layout, convert): (Layout, Convert) = match dtype {
+        DType::Q5_0 => (Layout::I8F32, i8f32::from_q5_0),
+        DType::Q6K => (Layout::I8F32x16, i8f32::x16::from_q6_k),
+        DType::F32
+        | DType::F16
+        | DType::BF16
+        | DType::I32
+        | DType::Q8_0
+        | DType::Q4_0
+        | DType::Q4_1
+        | DType::Q5_1
+        | DType::Q4K
+        | DType::Q5K => return Ok(None),
+    };
+    let rb = row_bytes(dtype, k)?;
+    if n_rows.checked_mul(rb) != Some(bytes.len()) {
+        return Err(QuantError::ByteLength {
+            dtype,
+            elems: n_rows.saturating_mul(k),
+            expected: n_rows.saturating_mul(rb),
+            actual: bytes.len(),
+        });
+    }
+    let out_rb = Format::Repacked(layout).row_bytes(k)?;
+    let mut out = Vec::new();
+    out.try_reserve_exact(n_rows.saturating_mul(out_rb)).map_err(|_| QuantError::ByteLength {
+        dtype,
+        elems: n_rows.saturating_mul(k),
+        expected: n_rows.saturating_mul(out_rb),
+        actual: 0,
+    })?;
+    out.resize(n_rows * out_rb, 0);
+    out.par_chunks_mut(out_rb.max(1) * 64)
+        .zip(bytes.par_chunks(rb.max(1) * 64))
+        .for_each(|(dst, src)| convert(src, dst));
+    Ok(Some(Repacked { layout, dtype, n_rows, k, bytes: out }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,6 +611,24 @@ mod tests {
         assert_eq!(rows_per_task(128, 616, 1), 26);
         assert!(rows_per_task(151_936, 952, 1) >= 151_936 / (8 * rayon::current_num_threads()));
         assert!(rows_per_task(151_936, 952, 4) * 952 <= 256 << 10);
+    }
+
+    #[test]
+    fn q5_0_codes_decode_alike_in_both_implementations() {
+        let mut state = 0x1234_5678_9abc_def0u64;
+        for _ in 0..500 {
+            let b: Vec<u8> = (0..22)
+                .map(|_| {
+                    state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    (state >> 56) as u8
+                })
+                .collect();
+            let (mut a, mut v) = ([0u8; 32], [0u8; 32]);
+            q5_0::codes_minus_16(Simd::Scalar, &b, &mut a);
+            q5_0::codes_minus_16(Simd::detect(), &b, &mut v);
+            assert_eq!(a, v);
+            assert!(a.iter().all(|&q| (-16..16).contains(&(q as i8))));
+        }
     }
 
     #[test]

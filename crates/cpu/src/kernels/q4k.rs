@@ -41,6 +41,7 @@ fn row_scalar(row: &[u8], x: &[f32], sums32: &[f32]) -> f32 {
     for ((b, xs), sums) in row.chunks_exact(BLOCK).zip(x.chunks_exact(QK)).zip(sums32.chunks_exact(8)) {
         let (d, dmin) = (super::f16_le(b[0], b[1]), super::f16_le(b[2], b[3]));
         let (sc, m) = unpack_scales(&b[4..16]);
+        let (sc, m) = (sc.to_le_bytes(), m.to_le_bytes());
         let qs = &b[16..];
         let (mut scaled, mut mins) = (0.0f32, 0.0f32);
         for s in 0..8 {
@@ -56,64 +57,67 @@ fn row_scalar(row: &[u8], x: &[f32], sums32: &[f32]) -> f32 {
     total
 }
 
-/// The 6-bit scale and min codes of the eight sub-blocks (ggml's `get_scale_min_k4`): bytes
-/// 0–3 hold scales 0–3 and bytes 4–7 mins 0–3 in their low six bits; bytes 8–11 hold the low
-/// nibbles of scales 4–7 (low half) and mins 4–7 (high half), whose top two bits are the top
-/// bits of bytes 0–3 and 4–7.
-fn unpack_scales(p: &[u8]) -> ([u8; 8], [u8; 8]) {
-    let mut scales = [0; 8];
-    let mut mins = [0; 8];
-    for j in 0..4 {
-        scales[j] = p[j] & 0x3F;
-        mins[j] = p[j + 4] & 0x3F;
-        scales[j + 4] = (p[j + 8] & 0x0F) | ((p[j] >> 6) << 4);
-        mins[j + 4] = (p[j + 8] >> 4) | ((p[j + 4] >> 6) << 4);
-    }
-    (scales, mins)
+/// The 6-bit scale and min codes of the eight sub-blocks (ggml's `get_scale_min_k4`), one
+/// byte each in a little-endian u64: bytes 0–3 hold scales 0–3 and bytes 4–7 mins 0–3 in
+/// their low six bits; bytes 8–11 hold the low nibbles of scales 4–7 (low half) and mins 4–7
+/// (high half), whose top two bits are the top bits of bytes 0–3 and 4–7. Four lanes at a time
+/// in 32-bit words.
+pub(super) fn unpack_scales(p: &[u8]) -> (u64, u64) {
+    let word = |i: usize| u32::from_le_bytes([p[i], p[i + 1], p[i + 2], p[i + 3]]);
+    let (a, b, c) = (word(0), word(4), word(8));
+    let scales_lo = a & 0x3F3F_3F3F;
+    let mins_lo = b & 0x3F3F_3F3F;
+    let scales_hi = (c & 0x0F0F_0F0F) | ((a >> 2) & 0x3030_3030);
+    let mins_hi = ((c >> 4) & 0x0F0F_0F0F) | ((b >> 2) & 0x3030_3030);
+    (u64::from(scales_lo) | u64::from(scales_hi) << 32, u64::from(mins_lo) | u64::from(mins_hi) << 32)
 }
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::super::x86::{f16_splat, hsum, load_f32, widen_u8};
+    use super::super::x86::{f16_splat, hsum, load_f32, store_f32, widen_u8};
     use super::{unpack_scales, BLOCK, QK};
     use std::arch::x86_64::*;
 
-    /// Every row. Each 32-byte stretch `j` of `qs` holds sub-blocks `2j` (low nibbles) and
-    /// `2j + 1` (high nibbles): per 8 bytes, one widening load gives 8 codes of each, multiplied
-    /// with their `x` lanes into two 8-lane partial sums, which are then scaled by their `sc`.
-    /// The four stretches are independent and summed as a tree, so the only dependency carried
-    /// from block to block is the row's accumulator (a serial chain of scale FMAs ran ~1.5×
-    /// slower). The minimums term is an 8-lane product of the min codes with `X_s`.
+    /// Every row. Per super-block, the eight scales `d·sc_s` go to a small buffer first (exact:
+    /// an f16 times a 6-bit code needs 17 bits), to be broadcast from memory. Each 32-byte
+    /// stretch `j` of `qs` holds sub-blocks `2j` (low nibbles) and `2j + 1` (high nibbles):
+    /// per 8 bytes, one widening load gives 8 codes of each, multiplied with their `x` lanes
+    /// into one chain per sub-block, which is then scaled into one of two accumulators (low or
+    /// high nibbles), so the chains carried from one stretch to the next are a single FMA. The
+    /// minimums term is an 8-lane product of the min codes with `X_s`, scaled by `dmin`.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn rows(w: &[u8], rb: usize, x: &[f32], sums32: &[f32], out: &mut [f32]) {
         let nibble = _mm256_set1_epi32(0x0F);
+        let mut scales = [0.0f32; 8];
         for (o, row) in out.iter_mut().zip(w.chunks_exact(rb)) {
-            let mut acc = _mm256_setzero_ps();
+            let (mut acc_lo, mut acc_hi) = (_mm256_setzero_ps(), _mm256_setzero_ps());
             let mut mins_acc = _mm256_setzero_ps();
             for ((b, xs), sums) in row.chunks_exact(BLOCK).zip(x.chunks_exact(QK)).zip(sums32.chunks_exact(8)) {
                 let (sc, m) = unpack_scales(&b[4..16]);
-                let scales = _mm256_cvtepi32_ps(widen_u8(&sc));
-                let sc_lane = |s: i32| _mm256_permutevar8x32_ps(scales, _mm256_set1_epi32(s));
-                let qs = &b[16..];
-                let mut part = [_mm256_setzero_ps(); 4];
-                for (j, pj) in part.iter_mut().enumerate() {
-                    let (mut lo, mut hi) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-                    for t in 0..4 {
-                        let raw = widen_u8(&qs[32 * j + 8 * t..]);
-                        let q_lo = _mm256_cvtepi32_ps(_mm256_and_si256(raw, nibble));
-                        let q_hi = _mm256_cvtepi32_ps(_mm256_srli_epi32(raw, 4));
-                        lo = _mm256_fmadd_ps(q_lo, load_f32(&xs[64 * j + 8 * t..]), lo);
-                        hi = _mm256_fmadd_ps(q_hi, load_f32(&xs[64 * j + 32 + 8 * t..]), hi);
-                    }
-                    let s = 2 * j as i32;
-                    *pj = _mm256_fmadd_ps(hi, sc_lane(s + 1), _mm256_mul_ps(lo, sc_lane(s)));
-                }
-                let block = _mm256_add_ps(_mm256_add_ps(part[0], part[1]), _mm256_add_ps(part[2], part[3]));
-                acc = _mm256_fmadd_ps(block, f16_splat(b[0], b[1]), acc);
-                let mins = _mm256_mul_ps(_mm256_cvtepi32_ps(widen_u8(&m)), load_f32(sums));
+                let widen = |v: u64| _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(v as i64)));
+                store_f32(&mut scales, _mm256_mul_ps(widen(sc), f16_splat(b[0], b[1])));
+                let mins = _mm256_mul_ps(widen(m), load_f32(sums));
                 mins_acc = _mm256_fmadd_ps(mins, f16_splat(b[2], b[3]), mins_acc);
+                let qs = &b[16..];
+                for j in 0..4 {
+                    let raw = |t: usize| widen_u8(&qs[32 * j + 8 * t..]);
+                    let xj = &xs[64 * j..];
+                    let (r0, r1, r2, r3) = (raw(0), raw(1), raw(2), raw(3));
+                    let lo = |r: __m256i| _mm256_cvtepi32_ps(_mm256_and_si256(r, nibble));
+                    let hi = |r: __m256i| _mm256_cvtepi32_ps(_mm256_srli_epi32(r, 4));
+                    let pl = _mm256_mul_ps(lo(r0), load_f32(xj));
+                    let pl = _mm256_fmadd_ps(lo(r1), load_f32(&xj[8..]), pl);
+                    let pl = _mm256_fmadd_ps(lo(r2), load_f32(&xj[16..]), pl);
+                    let pl = _mm256_fmadd_ps(lo(r3), load_f32(&xj[24..]), pl);
+                    let ph = _mm256_mul_ps(hi(r0), load_f32(&xj[32..]));
+                    let ph = _mm256_fmadd_ps(hi(r1), load_f32(&xj[40..]), ph);
+                    let ph = _mm256_fmadd_ps(hi(r2), load_f32(&xj[48..]), ph);
+                    let ph = _mm256_fmadd_ps(hi(r3), load_f32(&xj[56..]), ph);
+                    acc_lo = _mm256_fmadd_ps(pl, _mm256_set1_ps(scales[2 * j]), acc_lo);
+                    acc_hi = _mm256_fmadd_ps(ph, _mm256_set1_ps(scales[2 * j + 1]), acc_hi);
+                }
             }
-            *o = hsum(acc) - hsum(mins_acc);
+            *o = hsum(_mm256_add_ps(acc_lo, acc_hi)) - hsum(mins_acc);
         }
     }
 }

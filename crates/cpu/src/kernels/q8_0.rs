@@ -39,25 +39,18 @@ fn row_scalar(row: &[u8], x: &[f32]) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::super::x86::{f16_splat, hsum, load_f32, widen_i8};
+    use super::super::x86::{dot32_i8, f16_splat, hsum};
     use super::{BLOCK, QK};
     use std::arch::x86_64::*;
 
-    /// Every row: per block, the four 8-lane products `q·x` summed, then scaled by `d` into the
-    /// row's accumulator (the only dependency carried from block to block).
+    /// Every row: per block, the 32 products `q·x` summed into eight lanes, then scaled by `d`
+    /// into the row's accumulator (the only dependency carried from block to block).
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn rows(w: &[u8], rb: usize, x: &[f32], out: &mut [f32]) {
         for (o, row) in out.iter_mut().zip(w.chunks_exact(rb)) {
             let mut acc = _mm256_setzero_ps();
             for (b, xs) in row.chunks_exact(BLOCK).zip(x.chunks_exact(QK)) {
-                let d = f16_splat(b[0], b[1]);
-                let q = &b[2..];
-                let p = |t: usize| _mm256_cvtepi32_ps(widen_i8(&q[8 * t..]));
-                let s = _mm256_mul_ps(p(0), load_f32(xs));
-                let s = _mm256_fmadd_ps(p(1), load_f32(&xs[8..]), s);
-                let s = _mm256_fmadd_ps(p(2), load_f32(&xs[16..]), s);
-                let s = _mm256_fmadd_ps(p(3), load_f32(&xs[24..]), s);
-                acc = _mm256_fmadd_ps(s, d, acc);
+                acc = _mm256_fmadd_ps(dot32_i8(&b[2..], xs), f16_splat(b[0], b[1]), acc);
             }
             *o = hsum(acc);
         }
