@@ -1,4 +1,4 @@
-//! `apr-ir check`: clean runs pass on every fixture at every level (no false alarm), and the
+//! `apr-ir check`: clean runs pass on every fixture (GGUF files and HF directories) at every level (no false alarm), and the
 //! fault campaign — every op kind of a fixture × every fault kind, at -O0 and -O2 — names the
 //! injected node with the right cause every time. Also the reports and the repro round trip.
 //!
@@ -7,7 +7,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout, clippy::print_stderr)]
 
-use apr_ir_tests::{apr_ir, apr_ir_within, compile_to_json_at, gguf_fixtures, in_ci, par_map, Fixture, TempDir};
+use apr_ir_tests::{
+    all_fixtures, apr_ir, apr_ir_within, compile_to_json_at, gguf_fixtures, in_ci, par_map, Fixture, TempDir,
+};
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::path::Path;
@@ -42,7 +44,8 @@ fn clean_runs_pass_on_every_fixture_at_every_level() {
     if !gpu_available() {
         return;
     }
-    let fixtures = gguf_fixtures();
+    // Every fixture: the GGUF files and the HF directories (safetensors, bf16/f16 norms).
+    let fixtures = all_fixtures();
     let cases: Vec<(Fixture, u8)> = fixtures.iter().flat_map(|f| [0u8, 1, 2].map(|l| (f.clone(), l))).collect();
     let results = par_map(&cases, |(fx, level)| {
         let dir = TempDir::new(&format!("check-clean-{}-{level}", fx.label()));
@@ -60,6 +63,30 @@ fn clean_runs_pass_on_every_fixture_at_every_level() {
             "{label:>12} -O{level}: {} over {} positions, {} values compared, worst NMSE {worst:.2e}",
             v["verdict"], v["positions"], v["nodes_compared"]
         );
+    }
+    // The tolerance table's evidence: the worst clean comparison under each rule, over every
+    // fixture, level and position, against the rule's bound (docs/tolerances.md).
+    let mut by_rule: BTreeMap<String, (f64, f64, String, u64)> = BTreeMap::new();
+    for (label, level, _, v) in &results {
+        for (rule, w) in v["worst_by_rule"].as_object().unwrap() {
+            let (nmse, bound) = (w["nmse"].as_f64().unwrap(), w["bound"].as_f64().unwrap());
+            let e = by_rule.entry(rule.clone()).or_insert((-1.0, bound, String::new(), 0));
+            e.3 += w["count"].as_u64().unwrap();
+            if nmse > e.0 {
+                *e = (nmse, bound, format!("{label} -O{level} {} @{}", w["name"], w["position"]), e.3);
+            }
+        }
+    }
+    println!("worst clean NMSE per tolerance rule (all fixtures, levels, positions):");
+    for (rule, (nmse, bound, at, count)) in &by_rule {
+        println!(
+            "  {rule:<12} {nmse:.2e} (bound {bound:.0e}, margin {:.0e}×, {count} comparisons) at {at}",
+            bound / nmse.max(1e-300)
+        );
+        assert!(*nmse <= bound / 10.0, "{rule}: a clean run came within 10× of its bound: {nmse:.2e} at {at}");
+    }
+    for rule in ["elementwise", "reduce", "softmax", "matmul", "logits"] {
+        assert!(by_rule.contains_key(rule), "no comparison under {rule}");
     }
     for (label, level, code, v) in results {
         assert_eq!(code, Some(0), "{label} -O{level}: {v:#}");
@@ -244,6 +271,42 @@ fn reports_and_repro_round_trip() {
     let w: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&again).unwrap()).unwrap();
     assert_eq!(w["culprit"]["name"], target, "{w:#}");
     assert_eq!(w["culprit"]["cause"], c["cause"]);
+}
+
+/// The parity gate of `run --backend gpu`: a clean GPU passes it and generates; a GPU with a
+/// fault the gate sees fails it with exit 2 and one line naming the node the checker finds
+/// (the fault is injected into the GPU schedule; neither the gate nor the checker is told);
+/// `--skip-parity-gate` runs the same broken GPU anyway, with a warning.
+#[test]
+fn parity_gate_names_the_culprit() {
+    if !gpu_available() {
+        return;
+    }
+    let fx = gguf_fixtures().into_iter().find(|f| f.label() == "qwen2-q8_0").unwrap();
+    let dir = TempDir::new("parity-gate");
+    let (_, ir) = compile_to_json_at(&fx.path, &dir, "ir", Some(0));
+    let m = fx.path.to_str().unwrap();
+    let base = ["run", m, "--backend", "gpu", "--tokens", "1,2,3,4", "--max-tokens", "2"];
+    for level in ["-O0", "-O2"] {
+        let clean = apr_ir_within(base.iter().copied().chain([level]), LIMIT);
+        assert_eq!(clean.code, Some(0), "a clean GPU passes the gate at {level}: {clean:#?}");
+        for (target, kind, cause) in [("blk.0.attn_q", "nan", "nonfinite"), ("blk.1.ffn_up", "sign", "kernel")] {
+            let fault = format!("{target}:{kind}");
+            let run = apr_ir_within(base.iter().copied().chain([level, "--inject-fault", &fault]), LIMIT);
+            assert_eq!(run.code, Some(2), "{fault} at {level}: {run:#?}");
+            let line = run.one_line_error();
+            let id = ir.by_name(target).id;
+            assert!(line.contains("parity gate failed"), "{line}");
+            assert!(line.contains(&format!("culprit: node %{id} {target} ")), "{fault} at {level}: {line}");
+            assert!(line.contains(&format!("cause {cause}")), "{fault} at {level}: {line}");
+            let skipped = apr_ir_within(
+                base.iter().copied().chain([level, "--inject-fault", &fault, "--skip-parity-gate"]),
+                LIMIT,
+            );
+            assert_eq!(skipped.code, Some(0), "{skipped:#?}");
+            assert!(skipped.stderr.contains("--skip-parity-gate"), "a warning: {}", skipped.stderr);
+        }
+    }
 }
 
 #[test]

@@ -64,6 +64,18 @@ pub enum Cause {
     Nonfinite,
 }
 
+impl Cause {
+    /// The word the reports use (`kernel`, `drift`, `missing`, `nonfinite`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::Kernel => "kernel",
+            Cause::Drift => "drift",
+            Cause::Missing => "missing",
+            Cause::Nonfinite => "nonfinite",
+        }
+    }
+}
+
 /// The node named as the culprit.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Culprit {
@@ -137,8 +149,24 @@ pub struct Report {
     pub layer_curve: BTreeMap<String, Vec<f64>>,
     /// Every comparison of the last position checked (and the failing one).
     pub rows: Vec<Row>,
+    /// The worst comparison of each row of the tolerance table over every position: the
+    /// evidence the table is held to (clean runs stay below it by a margin).
+    pub worst_by_rule: BTreeMap<&'static str, Worst>,
     /// The model's name.
     pub model: String,
+}
+
+/// The worst comparison under one tolerance rule.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Worst {
+    pub nmse: f64,
+    /// The rule's bound.
+    pub bound: f64,
+    pub node: u32,
+    pub name: String,
+    pub position: u32,
+    /// Comparisons made under this rule.
+    pub count: u64,
 }
 
 /// Options of a check.
@@ -204,6 +232,7 @@ pub fn check(
         culprit: None,
         layer_curve: BTreeMap::new(),
         rows: Vec::new(),
+        worst_by_rule: BTreeMap::new(),
         model: g.meta.name.clone(),
     };
     let first = opts.first_position;
@@ -243,6 +272,21 @@ pub fn check(
             let key = layer.map_or("other".to_string(), |l| format!("blk.{l}"));
             let e = worst.entry(key).or_insert(0.0);
             *e = e.max(finite_or(m.nmse, f64::MAX));
+            let w = report.worst_by_rule.entry(tol.rule).or_insert_with(|| Worst {
+                nmse: -1.0,
+                bound: tol.nmse,
+                node: out.0,
+                name: String::new(),
+                position: pos,
+                count: 0,
+            });
+            w.count += 1;
+            if finite_or(m.nmse, f64::MAX) > w.nmse {
+                w.nmse = finite_or(m.nmse, f64::MAX);
+                w.node = out.0;
+                w.name = n.map(|n| n.name.clone()).unwrap_or_default();
+                w.position = pos;
+            }
             rows.push(Row {
                 position: pos,
                 dispatch: k,
@@ -322,8 +366,8 @@ fn localize(
         // where it stayed under the tolerances (a softmax temperature, say). Re-run every
         // earlier dispatch of this position on the reference's inputs: a kernel whose output
         // then differs by more than f32 rounding ([`ISOLATION_NMSE`]) is where it started.
-        for j in 0..k {
-            let gj = &groups[j];
+        let earlier = k;
+        for (j, gj) in groups.iter().enumerate().take(earlier) {
             let Some(oj) = gj.value() else { continue };
             let Some(wj) = want.get(&oj) else { continue };
             let opj = operands(g, gj);

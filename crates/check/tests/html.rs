@@ -58,6 +58,7 @@ fn html_report_renders_in_headless_chromium() {
         layer_curve: [("blk.0".to_string(), vec![1e-14, 1e-13, 2.5e-3]), ("other".to_string(), vec![0.0, 0.0, 0.0])]
             .into_iter()
             .collect(),
+        worst_by_rule: Default::default(),
         rows: vec![row(x, "x", 0.0, true), row(o, "blk.0.o", 2.5e-3, false)],
         model: "tiny<&>".into(),
     };

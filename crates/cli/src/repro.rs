@@ -190,6 +190,7 @@ pub fn check_repro(
     };
     println!("repro of {} ({}) at position {}, -O{}", m.expect_node, m.expect_cause, m.position, m.opt_level);
     let report = crate::cmd::check::run_check(&g, &tensors, &tensors, level, fault, &[m.token], m.position, 1)?;
+    print!("{}", apr_ir_check::report::summary(&report));
     crate::cmd::check::write_reports(&g, &report, json, html, &None, junit)?;
     Ok(report.culprit.is_none())
 }

@@ -60,7 +60,7 @@ pub fn run(args: Args) -> Result<()> {
     let graph = model.lower(Some(positions))?;
     let per_token = graph.stats().weight_bytes_per_token;
     let level = super::opt_level(args.opt)?;
-    let opened = crate::backend::open(args.backend, &graph, &model, level)?;
+    let opened = crate::backend::open(args.backend, &graph, &model, level, None)?;
     let mut dec = opened.decoder;
     let vocab = model.params.vocab;
     let start = Instant::now();

@@ -96,7 +96,7 @@ impl Device for GpuDevice {
 }
 
 /// `NODE[:KIND]` against the graph.
-fn parse_fault(g: &Graph, spec: &str) -> Result<Fault> {
+pub fn parse_fault(g: &Graph, spec: &str) -> Result<Fault> {
     let (node, kind) = match spec.rsplit_once(':') {
         Some((n, k)) if FaultKind::parse(k).is_some() => (n, k),
         _ => (spec, "scale"),
@@ -144,6 +144,7 @@ pub fn run(args: Args) -> Result<bool> {
     }
     let fault = args.inject_fault.as_deref().map(|f| parse_fault(&graph, f)).transpose()?;
     let report = run_check(&graph, &model, &model, level, fault, &prompt, 0, args.positions)?;
+    print!("{}", report::summary(&report));
     write_reports(&graph, &report, &args.json, &args.html, &args.dot, &args.junit)?;
     if let (Some(dir), Some(c)) = (&args.repro, &report.culprit) {
         crate::repro::write(dir, &graph, &model, level, fault, c, &prompt)?;
@@ -151,7 +152,8 @@ pub fn run(args: Args) -> Result<bool> {
     Ok(report.culprit.is_none())
 }
 
-/// One differential run at `level` (fault optional) over `positions` positions from `first`.
+/// One differential run at `level` (fault optional) over `positions` positions from `first`
+/// (the caller prints or writes the report).
 #[allow(clippy::too_many_arguments)]
 pub fn run_check(
     graph: &Graph,
@@ -173,9 +175,7 @@ pub fn run_check(
     let progress = crate::progress::spinner(&format!("checking {positions} positions at -O{}", level.number()));
     let r = check(graph, &mut reference, &mut device, prompt, positions, &opts).map_err(anyhow::Error::msg);
     progress.finish_and_clear();
-    let r = r?;
-    print!("{}", report::summary(&r));
-    Ok(r)
+    r
 }
 
 /// Write whichever reports were asked for.

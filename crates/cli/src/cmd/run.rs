@@ -59,6 +59,10 @@ pub struct Args {
     /// Run on the GPU without the CPU parity gate (results are then unverified).
     #[arg(long)]
     skip_parity_gate: bool,
+    /// Self-test of the parity gate: inject a fault into the GPU schedule (NODE[:KIND], as
+    /// `apr-ir check --inject-fault`); the gate must catch it and name the node.
+    #[arg(long, value_name = "NODE[:KIND]", hide = true)]
+    inject_fault: Option<String>,
     /// Write the logits of every processed position as float32 .npy, shape [positions, vocab].
     #[arg(long, value_name = "FILE.npy")]
     dump_logits: Option<PathBuf>,
@@ -91,16 +95,23 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     let graph = model.lower(Some(needed.max(1)))?;
-    let opened = backend::open(backend, &graph, &model, level)?;
+    let fault = match (&args.inject_fault, backend) {
+        (Some(f), Backend::Gpu) => Some(super::check::parse_fault(&graph, f)?),
+        (Some(_), Backend::Cpu) => bail!("--inject-fault applies to the GPU backend only"),
+        (None, _) => None,
+    };
+    let opened = backend::open(backend, &graph, &model, level, fault)?;
     let mut decoder = opened.decoder;
     if backend == Backend::Gpu {
         if args.skip_parity_gate {
             eprintln!("apr-ir: warning: --skip-parity-gate: GPU results are not verified against the CPU");
-        } else {
-            backend::parity_gate(decoder.as_mut(), &graph, &model, &prompt, 3)?;
-            // The gate advanced the GPU's cache; generation starts over at position 0,
-            // overwriting it.
+        } else if let Some(failed) = backend::parity_gate(decoder.as_mut(), &graph, &model, &prompt, 3)? {
+            // Free the GPU schedule before the checker builds its own.
+            drop(decoder);
+            bail!("{}", gate_verdict(&graph, &model, level, fault, &prompt, &failed));
         }
+        // The gate advanced the GPU's cache; generation starts over at position 0,
+        // overwriting it.
     }
     let opts = GenerateOptions {
         max_tokens,
@@ -154,6 +165,43 @@ pub fn run(args: Args) -> Result<()> {
         eprintln!("{summary}");
     }
     Ok(())
+}
+
+/// The parity gate failed: run the checker over the gate's positions (teacher-forced with the
+/// same prompt tokens, the same level and schedule) and say, on one line, which node it names.
+fn gate_verdict(
+    graph: &apr_ir::Graph,
+    model: &Model,
+    level: apr_ir::fuse::OptLevel,
+    fault: Option<apr_ir_wgpu::Fault>,
+    prompt: &[u32],
+    failed: &backend::GateFailed,
+) -> String {
+    let positions = failed.pos + 1;
+    let head = format!("GPU/CPU parity gate failed at position {}: {}", failed.pos, failed.why);
+    let tail = "(`apr-ir check` writes the full report; --skip-parity-gate runs anyway, unverified)";
+    match super::check::run_check(graph, model, model, level, fault, prompt, 0, positions) {
+        Ok(r) => match r.culprit {
+            Some(c) => {
+                let how = if c.metrics.nonfinite > 0 {
+                    format!("{} non-finite values", c.metrics.nonfinite)
+                } else {
+                    format!("nmse {:.3e}", c.metrics.nmse)
+                };
+                format!(
+                    "{head}; culprit: node %{} {} ({}), cause {}, at position {} (dispatch {}, {how}) {tail}",
+                    c.node,
+                    c.name,
+                    c.op,
+                    c.cause.as_str(),
+                    c.position,
+                    c.dispatch
+                )
+            }
+            None => format!("{head}; the node-by-node check over {positions} positions found no culprit {tail}"),
+        },
+        Err(e) => format!("{head}; localizing it failed: {e:#} {tail}"),
+    }
 }
 
 /// The prompt as token ids: given ids, raw text, or text in the chat template.
