@@ -1,6 +1,6 @@
 //! `apr-ir run`: the built-in default model answers its test set through --chat; logits
 //! dumped by --dump-logits equal the float64 references; sampling repeats with its seed;
-//! the GPU backend is refused clearly until it exists.
+//! the GPU backend runs behind its parity gate; `bench` reports the CPU roofline.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout, clippy::print_stderr)]
 
@@ -151,4 +151,22 @@ fn bad_run_arguments_are_one_line() {
     let e =
         apr_ir(["run", "tests/fixtures/models/qwen2-f32.gguf", "--chat", "--tokens", "1"]).one_line_error().to_string();
     assert!(!e.is_empty());
+}
+
+/// `bench --backend cpu --json`: the figures are consistent with each other, and the roofline
+/// (this machine's read bandwidth, measured around the run) is reported beside them.
+#[test]
+fn cpu_bench_reports_its_roofline() {
+    let r = apr_ir(["bench", "--backend", "cpu", "--prompt-tokens", "2", "--gen-tokens", "3", "--json"]);
+    let v = r.json();
+    let per_token = v["weight_bytes_per_token"].as_f64().unwrap();
+    let median_s = v["ms_per_token_median"].as_f64().unwrap() / 1e3;
+    let gbs = v["weight_gb_per_s"].as_f64().unwrap();
+    assert!(per_token > 0.0 && median_s > 0.0 && v["ms_per_token_min"].as_f64().unwrap() / 1e3 <= median_s);
+    assert!((gbs - per_token / median_s / 1e9).abs() <= 1e-9 * gbs.max(1.0), "{v:#}");
+    let bw = v["read_bandwidth_gb_per_s"].as_f64().expect("the CPU bench measures read bandwidth");
+    assert!(bw > 0.1 && bw < 10_000.0, "implausible read bandwidth {bw} GB/s");
+    let fraction = v["bandwidth_fraction"].as_f64().unwrap();
+    assert!((fraction - gbs / bw).abs() <= 1e-9, "{v:#}");
+    assert!(v["dispatches_per_token"].is_null() && v["opt_level"].is_null(), "no GPU figures on the CPU: {v:#}");
 }

@@ -9,6 +9,7 @@
 //! decode step at a time, keeping the KV cache as the graph's state, and can capture any set
 //! of node values per step (the checker's taps).
 
+pub mod bandwidth;
 mod decoder;
 mod interp;
 pub mod kernels;

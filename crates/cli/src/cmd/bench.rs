@@ -1,5 +1,6 @@
 //! `apr-ir bench`: decode speed, and how close it comes to streaming the weights at memory
-//! bandwidth (each decoded token reads every matrix once).
+//! bandwidth (each decoded token reads every matrix once). On the CPU it also measures the
+//! machine's read bandwidth just before and after the timed decode and reports the fraction.
 
 use anyhow::{bail, Result};
 use apr_ir_gen::{Sampler, SamplerConfig};
@@ -46,6 +47,20 @@ struct Report {
     ms_per_token_min: f64,
     weight_bytes_per_token: u64,
     weight_gb_per_s: f64,
+    /// CPU only: this machine's read bandwidth with the same threads, measured around the
+    /// decode (best pass of both measurements), GB/s.
+    read_bandwidth_gb_per_s: Option<f64>,
+    /// CPU only: `weight_gb_per_s / read_bandwidth_gb_per_s`.
+    bandwidth_fraction: Option<f64>,
+}
+
+/// Bytes of the array the CPU roofline is measured on (32× a 32 MiB L3).
+const ROOFLINE_BYTES: usize = 1 << 30;
+
+/// The CPU roofline: read bandwidth with rayon's threads (see `apr_ir_cpu::bandwidth`).
+fn read_bandwidth() -> Option<f64> {
+    let data = apr_ir_cpu::bandwidth::array(ROOFLINE_BYTES)?;
+    apr_ir_cpu::bandwidth::measure(&data, rayon::current_num_threads(), 3).ok()
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -62,6 +77,8 @@ pub fn run(args: Args) -> Result<()> {
     let level = super::opt_level(args.opt)?;
     let opened = crate::backend::open(args.backend, &graph, &model, level, None)?;
     let mut dec = opened.decoder;
+    let cpu = args.backend == crate::backend::Backend::Cpu;
+    let bw_before = if cpu { read_bandwidth() } else { None };
     let vocab = model.params.vocab;
     let start = Instant::now();
     let mut logits = Vec::new();
@@ -78,6 +95,11 @@ pub fn run(args: Args) -> Result<()> {
         logits = dec.step(tok, args.prompt_tokens + i)?;
         times.push(t0.elapsed().as_secs_f64());
     }
+    let bw_after = if cpu { read_bandwidth() } else { None };
+    let bandwidth = match (bw_before, bw_after) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    };
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     let total: f64 = times.iter().sum();
@@ -96,6 +118,8 @@ pub fn run(args: Args) -> Result<()> {
         ms_per_token_min: times[0] * 1e3,
         weight_bytes_per_token: per_token,
         weight_gb_per_s: per_token as f64 / median / 1e9,
+        read_bandwidth_gb_per_s: bandwidth,
+        bandwidth_fraction: bandwidth.map(|b| per_token as f64 / median / 1e9 / b),
     };
     if args.json {
         println!("{}", serde_json::to_string(&r)?);
@@ -121,6 +145,13 @@ pub fn run(args: Args) -> Result<()> {
             super::human_bytes(r.weight_bytes_per_token),
             r.weight_gb_per_s
         );
+        if let (Some(bw), Some(f)) = (r.read_bandwidth_gb_per_s, r.bandwidth_fraction) {
+            println!(
+                "roofline     read bandwidth {bw:.2} GB/s ({} threads, measured around the run): {:.0}% of it",
+                rayon::current_num_threads(),
+                f * 100.0
+            );
+        }
     }
     Ok(())
 }
