@@ -76,9 +76,13 @@ fn check_fixture(fx: &Fixture) {
     assert_eq!(report["dispatches"], report["compute_nodes"], "{label}: at -O0 every compute node is one dispatch");
     assert!(report["compute_nodes"] < report["nodes"], "{label}: {report:?}");
 
-    // Weight bytes: every tensor of these files is used, so it is the sum over the file's table.
+    // Weight bytes: every tensor of these files is used, so it is the sum over the file's table
+    // — except that opening an HF directory widens its 1-D f16/bf16 tensors (norm gains,
+    // biases) to f32, as GGUF converters store them: 4 bytes an element.
     let tensors = file_tensors(fx);
-    let file_bytes: u64 = tensors.iter().map(|t| t.bytes).sum();
+    let widened =
+        |t: &apr_ir_tests::FileTensor| fx.hf && t.shape.len() == 1 && ["F16", "BF16"].contains(&t.type_name.as_str());
+    let file_bytes: u64 = tensors.iter().map(|t| if widened(t) { 2 * t.bytes } else { t.bytes }).sum();
     assert_eq!(report["weight_bytes"], file_bytes, "{label}: weight_bytes vs the file's tensor table");
     assert!(report["gpu_bytes"] > report["weight_bytes"], "{label}: gpu bytes hold the weights and more: {report:?}");
 
@@ -120,6 +124,22 @@ fn check_fixture(fx: &Fixture) {
     let (out2, _) = compile_to_json(&fx.path, &dir, "b");
     let (a, b) = (std::fs::read(&out).unwrap(), std::fs::read(&out2).unwrap());
     assert!(a == b, "{label}: two compiles of the same model differ");
+}
+
+/// An HF checkpoint lowers to the graph of its GGUF conversion: its bf16/f16 norm gains and
+/// biases are widened at open (no per-token casts), so it fuses exactly as the GGUF fixture of
+/// the same architecture does, level by level.
+#[test]
+fn hf_directories_fuse_like_gguf_files() {
+    for fx in all_fixtures().into_iter().filter(|f| f.hf) {
+        let gguf = gguf_fixtures().into_iter().find(|g| g.arch == fx.arch && g.label().ends_with("-f16")).unwrap();
+        for level in ["-O0", "-O1", "-O2"] {
+            let a = compile_json(&[OsStr::new("compile"), fx.path.as_os_str(), OsStr::new(level)]);
+            let b = compile_json(&[OsStr::new("compile"), gguf.path.as_os_str(), OsStr::new(level)]);
+            assert_eq!(a["dispatches"], b["dispatches"], "{} vs {} at {level}", fx.label(), gguf.label());
+            assert_eq!(a["compute_nodes"], b["compute_nodes"], "{} vs {} at {level}", fx.label(), gguf.label());
+        }
+    }
 }
 
 #[test]

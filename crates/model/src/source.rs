@@ -8,7 +8,8 @@ use crate::lower::{lower, ArchParams, LowerError, LowerOptions, MetaSource, Para
 use crate::safetensors::HfDir;
 use crate::tokenizer::Tokenizer;
 use crate::ModelError;
-use apr_ir::Graph;
+use apr_ir::{DType, Graph};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// The file a model was read from.
@@ -24,8 +25,17 @@ pub struct Model {
     pub file: ModelFile,
     pub name: String,
     pub params: ArchParams,
+    /// What the lowering sees: the file's tensors, except those in `widened` (as f32).
     pub tensors: TensorTable,
+    /// 1-D f16/bf16 tensors of an HF directory (norm gains, biases), widened to f32 bytes at
+    /// open: exact, the layout GGUF converters give them, so an HF checkpoint lowers to the
+    /// graph its GGUF conversion would (no per-token casts, norms that fuse). Matrices and
+    /// embeddings keep their stored type.
+    widened: BTreeMap<String, Vec<u8>>,
 }
+
+/// Largest 1-D tensor [`Model::open`] widens to f32 (a norm or bias is one row of the model).
+const WIDEN_MAX_ELEMS: u64 = 1 << 20;
 
 impl Model {
     /// Open a GGUF file or an HF model directory.
@@ -36,12 +46,20 @@ impl Model {
             let hf = HfDir::open(path)?;
             let params = ArchParams::from_hf(&JsonMeta(hf.config()))?;
             let mut tensors = TensorTable::default();
+            let mut widened = BTreeMap::new();
             for info in hf.tensor_infos() {
-                let dtype = info.dtype().map_err(|_| info.safe_dtype().name().to_string());
-                tensors.insert(info.name(), dtype, info.shape().to_vec());
+                let mut dtype = info.dtype().map_err(|_| info.safe_dtype().name().to_string());
+                let shape = info.shape().to_vec();
+                if let (Ok(stored @ (DType::F16 | DType::BF16)), &[n]) = (dtype.clone(), shape.as_slice()) {
+                    if n <= WIDEN_MAX_ELEMS {
+                        widened.insert(info.name().to_string(), widen(&hf, info.name(), stored)?);
+                        dtype = Ok(DType::F32);
+                    }
+                }
+                tensors.insert(info.name(), dtype, shape);
             }
             let name = path.file_name().and_then(|s| s.to_str()).unwrap_or("model").to_string();
-            return Ok(Model { file: ModelFile::Hf(hf), name, params, tensors });
+            return Ok(Model { file: ModelFile::Hf(hf), name, params, tensors, widened });
         }
         Model::from_gguf(GgufFile::open(path)?, stem)
     }
@@ -60,7 +78,7 @@ impl Model {
         let vocab = embd.shape.first().copied().unwrap_or(0);
         let params = ArchParams::from_gguf(g.metadata(), vocab)?;
         let name = g.metadata().opt_str("general.name").ok().flatten().map(str::to_string).unwrap_or(stem);
-        Ok(Model { file: ModelFile::Gguf(file), name, params, tensors })
+        Ok(Model { file: ModelFile::Gguf(file), name, params, tensors, widened: BTreeMap::new() })
     }
 
     /// Lower to the IR of one decode step.
@@ -69,8 +87,12 @@ impl Model {
         Ok(lower(&self.params, &self.tensors, &opts)?)
     }
 
-    /// The stored bytes of a tensor (a slice of the memory map), in the tensor's dtype.
+    /// The bytes of a tensor in the dtype its table entry gives: a slice of the memory map, or
+    /// for a tensor widened at open its f32 copy.
     pub fn tensor_bytes(&self, name: &str) -> Result<&[u8], ModelError> {
+        if let Some(b) = self.widened.get(name) {
+            return Ok(b);
+        }
         match &self.file {
             ModelFile::Gguf(f) => Ok(f.tensor(name)?.1),
             ModelFile::Hf(h) => Ok(h.tensor(name)?.bytes),
@@ -100,6 +122,14 @@ impl Model {
             ModelFile::Hf(_) => "hf-safetensors",
         }
     }
+}
+
+/// The f32 little-endian bytes of 1-D tensor `name` of `hf`, stored as `dtype` (f16 or bf16).
+fn widen(hf: &HfDir, name: &str, dtype: DType) -> Result<Vec<u8>, ModelError> {
+    let bytes = hf.tensor(name)?.bytes;
+    let mut values = vec![0.0f32; bytes.len() / 2];
+    crate::quant::dequantize(dtype, bytes, &mut values)?;
+    Ok(values.iter().flat_map(|v| v.to_le_bytes()).collect())
 }
 
 impl MetaSource for Metadata {
