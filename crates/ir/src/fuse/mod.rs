@@ -12,17 +12,24 @@
 //! 4. Provenance: a dispatch *outputs* the IR nodes of its e-class and *covers* those plus
 //!    every IR node between its root and its operands (the fused region). A fused region
 //!    whose interior is needed outside it, an operand nothing materializes or a kernel whose
-//!    shapes the backend cannot run ([`Kernel`] contract in [`validate`]) falls back to one
+//!    shapes the backend cannot run ([`Kernel`] contract in [`validate`](fn@validate)) falls back to one
 //!    dispatch per node; a window whose groups cannot be ordered falls back entirely.
 //!
 //! [`crate::group::check_coverage`] holds the result to "every compute node covered by
 //! exactly one dispatch"; the tests check it at every level on every lowered model.
 
 pub mod lang;
+mod order;
 pub mod rules;
+mod simplify;
+mod validate;
+
+use order::order;
+pub use simplify::simplify;
+pub use validate::validate;
 
 use crate::group::{Group, Kernel};
-use crate::{names, Dim, Graph, IrError, NodeId, Op};
+use crate::{names, Graph, IrError, NodeId, Op};
 use egg::{CostFunction, Extractor, Id, Language, Runner, SymbolLang};
 use lang::{has_attr, Window};
 use serde::{Deserialize, Serialize};
@@ -398,255 +405,5 @@ fn make_kernel(sym: &str, o: &[NodeId]) -> Option<Kernel> {
     })
 }
 
-/// The shapes the fused kernels support (the contract the GPU codegen relies on).
-///
-/// Row-local kernels: operand `x` is f32 of any rank, rows along its last axis; per-row
-/// operands (`weight`, `cos`, `sin`) have exactly the last axis' length (or broadcast from
-/// `[.., 1, len]`); scalars are `const` nodes. Matvecs: `x` is `[1, K]` or `[K]`-like with one
-/// row, the weight 2-D `[N, K]`, the addend `N` elements. Attention: `q` `[Hkv, G, D]`, the
-/// caches `[Hkv, S, D]` with positions on axis 1.
-pub fn validate(g: &Graph, k: &Kernel, covers: &BTreeSet<NodeId>) -> bool {
-    let ty = |id: NodeId| g.node(id).map(|n| &n.ty);
-    let last = |id: NodeId| ty(id).and_then(|t| t.last_dim());
-    let numel_const =
-        |id: NodeId| ty(id).and_then(|t| crate::numel_parts(&t.shape)).and_then(|(n, s)| (s == 0).then_some(n));
-    let f32ok = |id: NodeId| {
-        ty(id).is_some_and(|t| t.dtype == crate::DType::F32 && t.shape.iter().all(|d| matches!(d, Dim::Const(_))))
-    };
-    let is_const = |id: NodeId| g.node(id).is_some_and(|n| matches!(n.op, Op::Const { .. }));
-    let rowvec = |id: NodeId, len: Option<Dim>| {
-        numel_const(id).is_some()
-            && last(id) == len
-            && numel_const(id)
-                == len.and_then(|d| match d {
-                    Dim::Const(n) => Some(n),
-                    Dim::Sym(_) => None,
-                })
-    };
-    match k {
-        Kernel::Node => true,
-        Kernel::RmsNorm { x, eps, weight } => f32ok(*x) && is_const(*eps) && rowvec(*weight, last(*x)),
-        Kernel::Softmax { x, scale } => {
-            ty(*x).is_some_and(|t| t.dtype == crate::DType::F32) && scale.is_none_or(&is_const)
-        }
-        Kernel::Rope { x, cos, sin } => {
-            f32ok(*x)
-                && rowvec(*cos, last(*x))
-                && rowvec(*sin, last(*x))
-                && covers.iter().any(|&c| matches!(g.node(c).map(|n| &n.op), Some(Op::RopeRotate { .. })))
-        }
-        Kernel::SwiGlu { gate, up } => f32ok(*gate) && ty(*gate).map(|t| &t.shape) == ty(*up).map(|t| &t.shape),
-        Kernel::MatvecAdd { x, weight, addend } => {
-            let n = ty(*weight).filter(|t| t.shape.len() == 2).and_then(|t| match t.shape[0] {
-                Dim::Const(n) => Some(n),
-                Dim::Sym(_) => None,
-            });
-            matvec_x(g, *x, *weight) && n.is_some() && numel_const(*addend) == n && f32ok(*addend)
-        }
-        Kernel::MatvecSwiGlu { x, gate, up } => {
-            matvec_x(g, *x, *gate) && matvec_x(g, *x, *up) && ty(*gate).map(|t| &t.shape) == ty(*up).map(|t| &t.shape)
-        }
-        Kernel::Attention { q, k_cache, v_cache, scale } => {
-            let cache_ok = |c: NodeId| {
-                g.node(c).is_some_and(|n| matches!(n.op, Op::CacheWrite { axis: 1 }) && n.ty.shape.len() == 3)
-            };
-            let qt = ty(*q);
-            let kt = ty(*k_cache);
-            cache_ok(*k_cache)
-                && cache_ok(*v_cache)
-                && is_const(*scale)
-                && f32ok(*q)
-                && qt.is_some_and(|q| q.shape.len() == 3)
-                && matches!((qt, kt), (Some(q), Some(k)) if q.shape[0] == k.shape[0] && q.shape[2] == k.shape[2])
-                && ty(*v_cache).map(|t| &t.shape) == kt.map(|t| &t.shape)
-        }
-        Kernel::RopeCacheWrite { cache, x, cos, sin, pos } => {
-            let state_ok = g.node(*cache).is_some_and(|n| matches!(n.op, Op::State));
-            let cw_ok = covers.iter().any(|&c| matches!(g.node(c).map(|n| &n.op), Some(Op::CacheWrite { axis: 1 })));
-            state_ok
-                && cw_ok
-                && f32ok(*x)
-                && rowvec(*cos, last(*x))
-                && rowvec(*sin, last(*x))
-                && g.node(*pos).is_some_and(|n| matches!(n.op, Op::Input { kind: crate::InputKind::Position }))
-        }
-    }
-}
-
-/// `x` is one row of the weight's K columns.
-fn matvec_x(g: &Graph, x: NodeId, w: NodeId) -> bool {
-    let (Some(xt), Some(wt)) = (g.node(x).map(|n| &n.ty), g.node(w).map(|n| &n.ty)) else { return false };
-    let rows = crate::numel_parts(&xt.shape).and_then(|(n, s)| (s == 0).then_some(n));
-    wt.shape.len() == 2
-        && xt.dtype == crate::DType::F32
-        && matches!(g.node(w).map(|n| &n.op), Some(Op::Weight { .. }))
-        && xt.last_dim() == Some(wt.shape[1])
-        && matches!((rows, wt.shape[1]), (Some(n), Dim::Const(k)) if n == k)
-}
-
-/// Put groups in dependency order (Kahn); `None` on a cycle.
-fn order(g: &Graph, groups: Vec<Group>) -> Option<Vec<Group>> {
-    let mut producer: HashMap<NodeId, usize> = HashMap::new();
-    for (k, grp) in groups.iter().enumerate() {
-        for &o in &grp.outputs {
-            producer.insert(o, k);
-        }
-    }
-    let storage = |mut id: NodeId| {
-        while let Some(n) = g.node(id) {
-            match (&n.op, n.inputs.first()) {
-                (Op::Reshape { .. }, Some(&src)) => id = src,
-                _ => break,
-            }
-        }
-        id
-    };
-    let reads: Vec<Vec<NodeId>> = groups
-        .iter()
-        .map(|grp| {
-            let r = match &grp.kernel {
-                Kernel::Node => grp.value().and_then(|v| g.node(v)).map(|n| n.inputs.clone()).unwrap_or_default(),
-                kn => kn.operands(),
-            };
-            r.into_iter().map(storage).collect()
-        })
-        .collect();
-    let mut deps: Vec<BTreeSet<usize>> = reads
-        .iter()
-        .enumerate()
-        .map(|(k, r)| r.iter().filter_map(|x| producer.get(x).copied()).filter(|&p| p != k).collect())
-        .collect();
-    // A cache is updated in place: whoever reads the state itself (its old contents) runs
-    // before the group that writes it.
-    for (k, grp) in groups.iter().enumerate() {
-        let written = match &grp.kernel {
-            Kernel::RopeCacheWrite { cache, .. } => Some(*cache),
-            Kernel::Node => grp
-                .value()
-                .and_then(|v| g.node(v))
-                .filter(|n| matches!(n.op, Op::CacheWrite { .. }))
-                .and_then(|n| n.inputs.first().copied()),
-            _ => None,
-        };
-        if let Some(state) = written {
-            for (j, r) in reads.iter().enumerate() {
-                if j != k && r.contains(&state) {
-                    deps[k].insert(j);
-                }
-            }
-        }
-    }
-    let mut indeg: Vec<usize> = deps.iter().map(BTreeSet::len).collect();
-    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); groups.len()];
-    for (k, d) in deps.iter().enumerate() {
-        for &p in d {
-            dependents[p].push(k);
-        }
-    }
-    // Ready groups in order of their value's node id, so the order stays close to the IR's.
-    let key = |k: usize| groups[k].outputs.iter().min().copied();
-    let mut ready: BTreeSet<(Option<NodeId>, usize)> =
-        (0..groups.len()).filter(|&k| indeg[k] == 0).map(|k| (key(k), k)).collect();
-    let mut out = Vec::with_capacity(groups.len());
-    while let Some(first) = ready.pop_first() {
-        out.push(first.1);
-        for &d in &dependents[first.1] {
-            indeg[d] -= 1;
-            if indeg[d] == 0 {
-                ready.insert((key(d), d));
-            }
-        }
-    }
-    if out.len() != groups.len() {
-        return None;
-    }
-    let mut slots: Vec<Option<Group>> = groups.into_iter().map(Some).collect();
-    out.into_iter().map(|k| slots[k].take()).collect()
-}
-
 #[cfg(test)]
 mod tests;
-
-/// The algebra rules alone, applied to the whole graph and extracted as the smallest
-/// equivalent graph (new terms allowed). Used to test the rules' soundness: interpreting
-/// `g` and `simplify(g)` must agree. Outputs keep their names; nodes are renamed after an
-/// original node of their e-class where there is one.
-pub fn simplify(g: &Graph) -> Result<Graph, IrError> {
-    let all: Vec<NodeId> = g.nodes.iter().map(|n| n.id).collect();
-    let window = Window::build(g, &all);
-    let consts = const_values(g);
-    let runner = Runner::default()
-        .with_egraph(window.egraph)
-        .with_iter_limit(ITER_LIMIT)
-        .with_node_limit(NODE_LIMIT)
-        .with_time_limit(TIME_LIMIT)
-        .run(&rules::algebra(&consts));
-    let eg = &runner.egraph;
-    let extractor = Extractor::new(eg, egg::AstSize);
-    let name_of: HashMap<Id, String> = {
-        let mut m: HashMap<Id, String> = HashMap::new();
-        for (id, _) in window.members.iter().rev() {
-            if let (Some(&c), Some(n)) = (window.class.get(id), g.node(*id)) {
-                m.insert(eg.find(c), n.name.clone());
-            }
-        }
-        m
-    };
-    let mut b = crate::GraphBuilder::new(g.meta.clone());
-    let mut built: HashMap<Id, NodeId> = HashMap::new();
-    let mut used_names: HashSet<String> = HashSet::new();
-    let mut roots: Vec<Id> = g.outputs.iter().filter_map(|o| window.class.get(&o.node).map(|&c| eg.find(c))).collect();
-    roots.extend(
-        g.nodes
-            .iter()
-            .filter(|n| matches!(n.op, Op::CacheWrite { .. }))
-            .filter_map(|n| window.class.get(&n.id))
-            .map(|&c| eg.find(c)),
-    );
-    // Post-order without recursion: a class is built once all its operands are.
-    for root in roots {
-        let mut stack: Vec<(Id, bool)> = vec![(root, false)];
-        while let Some((c, expanded)) = stack.pop() {
-            if built.contains_key(&c) {
-                continue;
-            }
-            let best = extractor.find_best_node(c).clone();
-            if best.children.is_empty() {
-                let leaf = lang::leaf_node(best.op)
-                    .and_then(|id| g.node(id))
-                    .ok_or_else(|| IrError::Graph(format!("simplify: unexpected leaf {}", best.op)))?;
-                let id = b.leaf(leaf.name.clone(), leaf.op.clone(), leaf.ty.clone())?;
-                built.insert(c, id);
-                continue;
-            }
-            let is_attr =
-                |x: Id| eg[x].nodes.iter().any(|n| n.children.is_empty() && n.op.as_str().starts_with("attr:"));
-            let skip = usize::from(has_attr(&best, is_attr));
-            let operands: Vec<Id> = best.children.iter().skip(skip).map(|&x| eg.find(x)).collect();
-            if !expanded {
-                stack.push((c, true));
-                stack.extend(operands.iter().filter(|x| !built.contains_key(x)).map(|&x| (x, false)));
-                continue;
-            }
-            let attr_of = |x: Id| eg[x].nodes.iter().find(|n| n.children.is_empty()).and_then(|n| lang::attr_op(n.op));
-            let op = lang::decode_op(&best, attr_of)
-                .ok_or_else(|| IrError::Graph(format!("simplify: cannot rebuild {}", best.op)))?;
-            let inputs: Vec<NodeId> = operands
-                .iter()
-                .map(|x| built.get(x).copied().ok_or_else(|| IrError::Graph("simplify: operand cycle".into())))
-                .collect::<Result<_, _>>()?;
-            let base = name_of.get(&c).cloned().unwrap_or_else(|| format!("rw.{}", usize::from(c)));
-            let name = if used_names.insert(base.clone()) { base } else { format!("{base}.rw{}", usize::from(c)) };
-            used_names.insert(name.clone());
-            let id = b.push(name, op, &inputs)?;
-            built.insert(c, id);
-        }
-    }
-    for o in &g.outputs {
-        let c = window.class.get(&o.node).map(|&c| eg.find(c));
-        if let Some(id) = c.and_then(|c| built.get(&c)) {
-            b.output(o.name.clone(), *id);
-        }
-    }
-    b.finish()
-}

@@ -1,0 +1,93 @@
+//! The shape contract of the fused kernels: [`validate`] admits a fused kernel only for the
+//! operand shapes and dtypes the GPU codegen supports; anything else falls back to one
+//! dispatch per node.
+
+use crate::group::Kernel;
+use crate::{Dim, Graph, NodeId, Op};
+use std::collections::BTreeSet;
+
+/// The shapes the fused kernels support (the contract the GPU codegen relies on).
+///
+/// Row-local kernels: operand `x` is f32 of any rank, rows along its last axis; per-row
+/// operands (`weight`, `cos`, `sin`) have exactly the last axis' length (or broadcast from
+/// `[.., 1, len]`); scalars are `const` nodes. Matvecs: `x` is `[1, K]` or `[K]`-like with one
+/// row, the weight 2-D `[N, K]`, the addend `N` elements. Attention: `q` `[Hkv, G, D]`, the
+/// caches `[Hkv, S, D]` with positions on axis 1.
+pub fn validate(g: &Graph, k: &Kernel, covers: &BTreeSet<NodeId>) -> bool {
+    let ty = |id: NodeId| g.node(id).map(|n| &n.ty);
+    let last = |id: NodeId| ty(id).and_then(|t| t.last_dim());
+    let numel_const =
+        |id: NodeId| ty(id).and_then(|t| crate::numel_parts(&t.shape)).and_then(|(n, s)| (s == 0).then_some(n));
+    let f32ok = |id: NodeId| {
+        ty(id).is_some_and(|t| t.dtype == crate::DType::F32 && t.shape.iter().all(|d| matches!(d, Dim::Const(_))))
+    };
+    let is_const = |id: NodeId| g.node(id).is_some_and(|n| matches!(n.op, Op::Const { .. }));
+    let rowvec = |id: NodeId, len: Option<Dim>| {
+        numel_const(id).is_some()
+            && last(id) == len
+            && numel_const(id)
+                == len.and_then(|d| match d {
+                    Dim::Const(n) => Some(n),
+                    Dim::Sym(_) => None,
+                })
+    };
+    match k {
+        Kernel::Node => true,
+        Kernel::RmsNorm { x, eps, weight } => f32ok(*x) && is_const(*eps) && rowvec(*weight, last(*x)),
+        Kernel::Softmax { x, scale } => {
+            ty(*x).is_some_and(|t| t.dtype == crate::DType::F32) && scale.is_none_or(&is_const)
+        }
+        Kernel::Rope { x, cos, sin } => {
+            f32ok(*x)
+                && rowvec(*cos, last(*x))
+                && rowvec(*sin, last(*x))
+                && covers.iter().any(|&c| matches!(g.node(c).map(|n| &n.op), Some(Op::RopeRotate { .. })))
+        }
+        Kernel::SwiGlu { gate, up } => f32ok(*gate) && ty(*gate).map(|t| &t.shape) == ty(*up).map(|t| &t.shape),
+        Kernel::MatvecAdd { x, weight, addend } => {
+            let n = ty(*weight).filter(|t| t.shape.len() == 2).and_then(|t| match t.shape[0] {
+                Dim::Const(n) => Some(n),
+                Dim::Sym(_) => None,
+            });
+            matvec_x(g, *x, *weight) && n.is_some() && numel_const(*addend) == n && f32ok(*addend)
+        }
+        Kernel::MatvecSwiGlu { x, gate, up } => {
+            matvec_x(g, *x, *gate) && matvec_x(g, *x, *up) && ty(*gate).map(|t| &t.shape) == ty(*up).map(|t| &t.shape)
+        }
+        Kernel::Attention { q, k_cache, v_cache, scale } => {
+            let cache_ok = |c: NodeId| {
+                g.node(c).is_some_and(|n| matches!(n.op, Op::CacheWrite { axis: 1 }) && n.ty.shape.len() == 3)
+            };
+            let qt = ty(*q);
+            let kt = ty(*k_cache);
+            cache_ok(*k_cache)
+                && cache_ok(*v_cache)
+                && is_const(*scale)
+                && f32ok(*q)
+                && qt.is_some_and(|q| q.shape.len() == 3)
+                && matches!((qt, kt), (Some(q), Some(k)) if q.shape[0] == k.shape[0] && q.shape[2] == k.shape[2])
+                && ty(*v_cache).map(|t| &t.shape) == kt.map(|t| &t.shape)
+        }
+        Kernel::RopeCacheWrite { cache, x, cos, sin, pos } => {
+            let state_ok = g.node(*cache).is_some_and(|n| matches!(n.op, Op::State));
+            let cw_ok = covers.iter().any(|&c| matches!(g.node(c).map(|n| &n.op), Some(Op::CacheWrite { axis: 1 })));
+            state_ok
+                && cw_ok
+                && f32ok(*x)
+                && rowvec(*cos, last(*x))
+                && rowvec(*sin, last(*x))
+                && g.node(*pos).is_some_and(|n| matches!(n.op, Op::Input { kind: crate::InputKind::Position }))
+        }
+    }
+}
+
+/// `x` is one row of the weight's K columns.
+fn matvec_x(g: &Graph, x: NodeId, w: NodeId) -> bool {
+    let (Some(xt), Some(wt)) = (g.node(x).map(|n| &n.ty), g.node(w).map(|n| &n.ty)) else { return false };
+    let rows = crate::numel_parts(&xt.shape).and_then(|(n, s)| (s == 0).then_some(n));
+    wt.shape.len() == 2
+        && xt.dtype == crate::DType::F32
+        && matches!(g.node(w).map(|n| &n.op), Some(Op::Weight { .. }))
+        && xt.last_dim() == Some(wt.shape[1])
+        && matches!((rows, wt.shape[1]), (Some(n), Dim::Const(k)) if n == k)
+}
