@@ -41,3 +41,31 @@ fn around_axis(base: u32, axis: u32) -> vec3<u32> {
     }
     return vec3<u32>(outer, dim(base + axis), inner);
 }
+
+// RoPE's rotate-half over the last axis (head_dim hd) as a gather: element t of rotate(x) is
+// sign · x[index]. Mode 0, NeoX halves: y[i] = −x[i + h], y[i + h] = x[i]; mode 1, interleaved
+// pairs: y[2i] = −x[2i + 1], y[2i + 1] = x[2i] (h = n_rot / 2). Past n_rot the sign is 0 (the
+// element rotates to 0; index is t, always in range). Shared by rope_rotate.wgsl (-O0),
+// rope.wgsl and rope_cache_write.wgsl (fused).
+struct RopeSource {
+    index: u32,
+    sign: f32,
+}
+
+fn rope_source(t: u32, hd: u32, n_rot: u32, mode: u32) -> RopeSource {
+    let d = t % hd;
+    if d >= n_rot {
+        return RopeSource(t, 0.0);
+    }
+    let half = n_rot / 2u;
+    if mode == 0u {
+        if d < half {
+            return RopeSource(t + half, -1.0);
+        }
+        return RopeSource(t - half, 1.0);
+    }
+    if d % 2u == 0u {
+        return RopeSource(t + 1u, -1.0);
+    }
+    return RopeSource(t - 1u, 1.0);
+}

@@ -16,19 +16,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     if t >= prm[0] {
         return;
     }
-    let hd = prm[1];
-    let n_rot = prm[2];
-    let d = t % hd;
-    let base = t - d;
-    var rot = 0.0;
-    if d < n_rot {
-        let half = n_rot / 2u;
-        if prm[3] == 0u {
-            rot = select(x[base + d - half], -x[base + d + half], d < half);
-        } else {
-            rot = select(x[base + d - 1u], -x[base + d + 1u], d % 2u == 0u);
-        }
-    }
+    let d = t % prm[1];
+    let r = rope_source(t, prm[1], prm[2], prm[3]);
+    let rot = select(0.0, r.sign * x[r.index], r.sign != 0.0);
     let inner = prm[5];
     let o = t / inner;
     let i = t % inner;
