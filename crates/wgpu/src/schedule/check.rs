@@ -68,18 +68,25 @@ impl Schedule {
                     self.gpu.queue.write_buffer(b, 0, &poison_bytes(*size));
                 }
             } else if state {
-                // A cache write: the row this step writes — unless something reads the cache
-                // itself (its old contents, before the write), which must see the real row.
-                let read_directly = self
-                    .graph
-                    .nodes
-                    .iter()
-                    .any(|u| u.inputs.contains(src) && !matches!(u.op, Op::CacheWrite { .. }) && u.id != *id);
-                if let (false, Some(n), Some(b)) = (read_directly, self.graph.node(*id), self.values.get(src)) {
+                // A cache write: the row this step writes (see `poisons_written_row`).
+                if let (true, Some(n), Some(b)) =
+                    (self.poisons_written_row(*src, *id), self.graph.node(*id), self.values.get(src))
+                {
                     poison_row(&self.gpu, n, b, pos);
                 }
             }
         }
+    }
+
+    /// Whether the row cache write `writer` writes into `state` may be poisoned before a step:
+    /// not when some other node reads the cache itself (its old contents, before the write),
+    /// which must see the real row.
+    fn poisons_written_row(&self, state: NodeId, writer: NodeId) -> bool {
+        !self
+            .graph
+            .nodes
+            .iter()
+            .any(|u| u.inputs.contains(&state) && !matches!(u.op, Op::CacheWrite { .. }) && u.id != writer)
     }
 
     /// The staging buffer for everything `taps` reads back this step (allocated per capture
@@ -203,7 +210,7 @@ impl Schedule {
             }
             let s = storage_of(&self.graph, c);
             if let Some(b) = drill.buffers.get(&s) {
-                if matches!(n.op, Op::CacheWrite { .. }) {
+                if matches!(n.op, Op::CacheWrite { .. }) && self.poisons_written_row(s, c) {
                     poison_row(&self.gpu, n, b, pos);
                 }
                 taps.push((c, b.clone()));
