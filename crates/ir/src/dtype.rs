@@ -53,6 +53,21 @@ impl DType {
         DType::Q6K,
     ];
 
+    /// Every dtype that holds reals (all but `I32`, which has no real-valued codec).
+    pub const REALS: [DType; 11] = [
+        DType::F32,
+        DType::F16,
+        DType::BF16,
+        DType::Q4_0,
+        DType::Q4_1,
+        DType::Q5_0,
+        DType::Q5_1,
+        DType::Q8_0,
+        DType::Q4K,
+        DType::Q5K,
+        DType::Q6K,
+    ];
+
     /// Logical elements per storage block (1 for plain types).
     pub const fn block_len(self) -> u64 {
         match self {
@@ -139,6 +154,12 @@ mod tests {
             let json = serde_json::to_string(&d).unwrap_or_default();
             assert_eq!(json, format!("\"{}\"", d.name()));
         }
+    }
+
+    #[test]
+    fn reals_are_every_dtype_but_i32() {
+        let want: Vec<DType> = DType::ALL.into_iter().filter(|&d| d != DType::I32).collect();
+        assert_eq!(DType::REALS.to_vec(), want);
     }
 
     #[test]

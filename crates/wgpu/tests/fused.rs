@@ -74,19 +74,7 @@ fn rng(test: &str) -> Rng {
 const SIZES: [u64; 11] = [1, 2, 3, 5, 7, 16, 31, 63, 64, 65, 130];
 
 /// Every dtype that holds reals.
-const DTYPES: [DType; 11] = [
-    DType::F32,
-    DType::F16,
-    DType::BF16,
-    DType::Q4_0,
-    DType::Q4_1,
-    DType::Q5_0,
-    DType::Q5_1,
-    DType::Q8_0,
-    DType::Q4K,
-    DType::Q5K,
-    DType::Q6K,
-];
+const DTYPES: [DType; 11] = DType::REALS;
 
 /// K for a dtype: whole blocks; any length for the plain types.
 fn inner_dim(rng: &mut Rng, dtype: DType) -> u64 {

@@ -58,19 +58,7 @@ const MATMUL: f64 = 1e-9;
 const TWO: [(u32, u32); 2] = [(0, 0), (0, 1)];
 
 /// Every dtype that holds reals.
-const DTYPES: [DType; 11] = [
-    DType::F32,
-    DType::F16,
-    DType::BF16,
-    DType::Q4_0,
-    DType::Q4_1,
-    DType::Q5_0,
-    DType::Q5_1,
-    DType::Q8_0,
-    DType::Q4K,
-    DType::Q5K,
-    DType::Q6K,
-];
+const DTYPES: [DType; 11] = DType::REALS;
 
 /// The two ways a device reads F16 weights, each with the dtypes a packed-weight test runs on
 /// it and a tag for labels: the default device (`f16` storage where the adapter has

@@ -20,19 +20,7 @@ use apr_ir_wgpu::kernels::{dequantizer, native_f16, source, source_for, Family};
 use harness::{grid, Dispatch, Gpu, Rng};
 
 /// Every dtype that holds reals (all but i32, which has no codec).
-const DTYPES: [DType; 11] = [
-    DType::F32,
-    DType::F16,
-    DType::BF16,
-    DType::Q4_0,
-    DType::Q4_1,
-    DType::Q5_0,
-    DType::Q5_1,
-    DType::Q8_0,
-    DType::Q4K,
-    DType::Q5K,
-    DType::Q6K,
-];
+const DTYPES: [DType; 11] = DType::REALS;
 
 /// Written into output buffers first, so an element the kernel failed to write shows (a NaN).
 const POISON: u32 = 0xffff_ffff;
