@@ -22,12 +22,18 @@ pub fn unary(op: Unary, x: &[f32]) -> Vec<f32> {
     match op {
         Unary::Neg => map(x, |v| -v),
         Unary::Exp => map(x, f32::exp),
-        Unary::Sigmoid => map(x, |v| (1.0 / (1.0 + f64::from(-v).exp())) as f32),
+        Unary::Sigmoid => map(x, sigmoid),
         Unary::Sqrt => map(x, f32::sqrt),
         Unary::Rsqrt => map(x, |v| (1.0 / f64::from(v).sqrt()) as f32),
         Unary::Cos => map(x, f32::cos),
         Unary::Sin => map(x, f32::sin),
     }
+}
+
+/// `1 / (1 + e^(-v))`, evaluated in f64 and rounded once (the definition the fast path in
+/// `kernels::sigmoid` is held to).
+pub fn sigmoid(v: f32) -> f32 {
+    (1.0 / (1.0 + f64::from(-v).exp())) as f32
 }
 
 /// `f` of every element (one monomorphic loop per op); long vectors are split over the rayon

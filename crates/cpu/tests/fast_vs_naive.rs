@@ -36,6 +36,56 @@ proptest! {
     }
 }
 
+/// Units in the last place of `want` between `got` and `want` (f32), 0 for equal values.
+fn ulps(got: f32, want: f32) -> f64 {
+    if got == want || (got.is_nan() && want.is_nan()) {
+        return 0.0;
+    }
+    let ulp = f64::from(f32::from_bits(want.abs().to_bits() + 1) - want.abs()).max(f64::from(f32::from_bits(1)));
+    (f64::from(got) - f64::from(want)).abs() / ulp
+}
+
+/// The fast sigmoid (SwiGLU's) against the f64 definition: a dense sweep over the range
+/// where it computes in f32, both edges of that range, extremes and specials, and random
+/// lengths (so the 8-lane path and its scalar tail both run).
+#[test]
+fn fast_sigmoid_is_within_4_ulp_of_the_definition() {
+    let mut x: Vec<f32> = (-100_000..=100_000).map(|i| i as f32 * 1e-3).collect();
+    x.extend([-80.0, 80.0, -80.001, 80.001, -87.0, 87.0, -104.0, 104.0, -1e30, 1e30, 1e-30, -1e-30, 0.0, -0.0]);
+    x.extend([f32::INFINITY, f32::NEG_INFINITY, f32::NAN, f32::MIN_POSITIVE, f32::MAX, f32::MIN]);
+    let mut s = 0x9E37_79B9_7F4A_7C15u64;
+    for len in [0usize, 1, 7, 8, 9, 4864] {
+        let mut xs: Vec<f32> = (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 40) as f32 / (1u64 << 24) as f32 * 40.0 - 20.0
+            })
+            .collect();
+        xs.extend_from_slice(&x[..len.min(x.len())]);
+        let want: Vec<f32> = xs.iter().map(|&v| apr_ir_cpu::ops::sigmoid(v)).collect();
+        for simd in [kernels::Simd::Scalar, kernels::Simd::detect()] {
+            let got = kernels::sigmoid_with(simd, &xs);
+            assert_eq!(got.len(), xs.len());
+            for ((&g, &w), &v) in got.iter().zip(&want).zip(&xs) {
+                assert!(ulps(g, w) <= 4.0, "{simd:?}: σ({v}) = {g}, want {w} ({} ulp)", ulps(g, w));
+            }
+        }
+    }
+    let want: Vec<f32> = x.iter().map(|&v| apr_ir_cpu::ops::sigmoid(v)).collect();
+    let got = kernels::sigmoid(&x);
+    let worst = got.iter().zip(&want).map(|(&g, &w)| ulps(g, w)).fold(0.0, f64::max);
+    println!("fast sigmoid: worst {worst} ulp over {} values", x.len());
+    for ((&g, &w), &v) in got.iter().zip(&want).zip(&x) {
+        assert!(ulps(g, w) <= 4.0, "σ({v}) = {g}, want {w} ({} ulp)", ulps(g, w));
+    }
+    // The polynomial path is really taken (not the definition everywhere): some values differ.
+    if kernels::Simd::detect() == kernels::Simd::Avx2 {
+        assert!(got.iter().zip(&want).any(|(g, w)| g != w), "the AVX2 path never ran");
+    }
+}
+
 fn fixture(name: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/models").join(name)
 }

@@ -61,6 +61,7 @@ mod q5_0;
 mod q6k;
 mod q8_0;
 mod repack;
+mod sigmoid;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
@@ -117,6 +118,21 @@ pub enum Precision {
     /// magnitude; about twice the arithmetic speed. Not the reference semantics: see
     /// `tests/reference_logits.rs` for its measured distance from the float64 references.
     Int16,
+}
+
+/// `σ(x) = 1 / (1 + e^(-x))` of every element: within 4 units in the last place of
+/// [`crate::ops::sigmoid`] (the f64 definition), eight lanes at a time where the CPU has AVX2.
+pub fn sigmoid(x: &[f32]) -> Vec<f32> {
+    let mut out = vec![0.0; x.len()];
+    sigmoid::sigmoid_into(Simd::detect(), x, &mut out);
+    out
+}
+
+/// [`sigmoid`] with a chosen implementation (for testing the SIMD one against the scalar).
+pub fn sigmoid_with(simd: Simd, x: &[f32]) -> Vec<f32> {
+    let mut out = vec![0.0; x.len()];
+    sigmoid::sigmoid_into(simd, x, &mut out);
+    out
 }
 
 /// Whether `dtype` has its own kernel here (the others go through `quant::dot_row`).

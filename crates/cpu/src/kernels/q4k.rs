@@ -62,6 +62,7 @@ fn row_scalar(row: &[u8], x: &[f32], sums32: &[f32]) -> f32 {
 /// their low six bits; bytes 8–11 hold the low nibbles of scales 4–7 (low half) and mins 4–7
 /// (high half), whose top two bits are the top bits of bytes 0–3 and 4–7. Four lanes at a time
 /// in 32-bit words.
+#[inline]
 pub(super) fn unpack_scales(p: &[u8]) -> (u64, u64) {
     let word = |i: usize| u32::from_le_bytes([p[i], p[i + 1], p[i + 2], p[i + 3]]);
     let (a, b, c) = (word(0), word(4), word(8));
