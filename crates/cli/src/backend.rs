@@ -73,7 +73,8 @@ pub fn parity_gate(
     prompt: &[u32],
     steps: usize,
 ) -> Result<Option<GateFailed>> {
-    let mut cpu = CpuDecoder::new(Interpreter::new(graph, model)?, graph.meta.max_ctx);
+    // A few steps: not worth re-encoding every matrix first (see `Interpreter::new_stored`).
+    let mut cpu = CpuDecoder::new(Interpreter::new_stored(graph, model)?, graph.meta.max_ctx);
     for (pos, &tok) in prompt.iter().take(steps).enumerate() {
         let pos = u32::try_from(pos).context("prompt too long")?;
         let a = cpu.step(tok, pos)?;

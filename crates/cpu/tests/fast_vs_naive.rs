@@ -188,6 +188,8 @@ output "other" = %6
     assert_eq!(repacked.repacked_bytes(), 40 * 96 / 32 * 36);
     let mut stored = Interpreter::new(&graph, &weights).unwrap().with_repacking(false);
     assert_eq!(stored.repacked_bytes(), 0);
+    let mut never = Interpreter::new_stored(&graph, &weights).unwrap();
+    assert_eq!(never.repacked_bytes(), 0);
     let mut naive = Interpreter::new(&graph, &weights).unwrap().with_kernels(Kernels::Naive);
     let bits = |t: &[f32]| t.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
     for tok in 0..8 {
@@ -197,6 +199,7 @@ output "other" = %6
             (get("logits"), get("other"))
         };
         let (a, b, c) = (run(&mut repacked), run(&mut stored), run(&mut naive));
+        assert_eq!(run(&mut never), b, "token {tok}");
         // Each product on its own, straight from the stored bytes.
         let x = &emb[tok as usize * 96..][..96];
         let (mut wx, mut vx) = (vec![0.0f32; 40], vec![0.0f32; 24]);

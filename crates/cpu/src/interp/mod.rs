@@ -125,6 +125,18 @@ impl<'a> Interpreter<'a> {
     /// the same products), up to 2 GiB of re-encoded bytes in all; [`Interpreter::with_repacking`]
     /// turns this off.
     pub fn new(graph: &'a Graph, weights: &'a dyn WeightSource) -> Result<Interpreter<'a>, CpuError> {
+        Interpreter::bind(graph, weights, REPACK_BUDGET)
+    }
+
+    /// [`Interpreter::new`] without the load-time re-encoding: products read the stored layout
+    /// (the same results, ~1.2–1.5× slower per step for `q5_0`/`q6_k`). For a few steps, such
+    /// as `run`'s parity gate, this is cheaper than a pass over every matrix that writes half
+    /// as many bytes again (seconds and gigabytes on a 7B model).
+    pub fn new_stored(graph: &'a Graph, weights: &'a dyn WeightSource) -> Result<Interpreter<'a>, CpuError> {
+        Interpreter::bind(graph, weights, 0)
+    }
+
+    fn bind(graph: &'a Graph, weights: &'a dyn WeightSource, repack_budget: usize) -> Result<Interpreter<'a>, CpuError> {
         graph.verify()?;
         let mut ws = Vec::with_capacity(graph.nodes.len());
         let mut states = HashMap::new();
@@ -173,7 +185,7 @@ impl<'a> Interpreter<'a> {
                 dense.insert(*i, Tensor::f32(shape, data));
             }
         }
-        let mut budget = REPACK_BUDGET;
+        let mut budget = repack_budget;
         for user in &graph.nodes {
             let (Op::MatMul { transpose_rhs: true }, Some(i)) = (&user.op, user.inputs.get(1)) else { continue };
             let Some(Some(w)) = ws.get_mut(i.index()) else { continue };
@@ -187,12 +199,14 @@ impl<'a> Interpreter<'a> {
             if w.repacked.is_some() {
                 continue;
             }
-            // A matrix that cannot be re-encoded (or memory for it) keeps its stored layout.
+            // A matrix that cannot be re-encoded, or not within the budget (or memory for it),
+            // keeps its stored layout.
+            if !kernels::repacked_len(w.dtype, rows, k).is_some_and(|n| n <= budget) {
+                continue;
+            }
             if let Ok(Some(r)) = kernels::repack(w.dtype, w.bytes, rows, k) {
-                if r.bytes().len() <= budget {
-                    budget -= r.bytes().len();
-                    w.repacked = Some(r);
-                }
+                budget = budget.saturating_sub(r.bytes().len());
+                w.repacked = Some(r);
             }
         }
         let mut last_use: Vec<usize> = (0..graph.nodes.len()).collect();

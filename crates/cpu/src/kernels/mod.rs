@@ -65,7 +65,7 @@ mod sigmoid;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-pub use repack::{repack, Layout, Repacked};
+pub use repack::{repack, repacked_len, Layout, Repacked};
 
 use apr_ir::DType;
 use apr_ir_model::quant::{self, QuantError};

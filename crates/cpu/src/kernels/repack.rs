@@ -114,6 +114,17 @@ impl Repacked {
 /// Re-encodes whole rows of a file type (`src`) into a [`Layout`] (`dst`).
 type Convert = fn(&[u8], &mut [u8]);
 
+/// The bytes [`repack`] would produce for `n_rows` rows of `k` elements of `dtype`, without
+/// producing them; `None` where `dtype` has no re-encoding (or the size overflows).
+pub fn repacked_len(dtype: DType, n_rows: usize, k: usize) -> Option<usize> {
+    let layout = match dtype {
+        DType::Q5_0 => Layout::I8F32,
+        DType::Q6K => Layout::I8F32x16,
+        _ => return None,
+    };
+    Format::Repacked(layout).row_bytes(k).ok()?.checked_mul(n_rows)
+}
+
 /// Re-encode `n_rows` rows of `k` elements of `dtype` into the layout the fast kernels prefer,
 /// or `None` where the file's own layout is already the fast one: `q5_0` becomes
 /// [`Layout::I8F32`], `q6_k` [`Layout::I8F32x16`]. The values are exactly the same, and the
