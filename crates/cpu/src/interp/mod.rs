@@ -136,7 +136,11 @@ impl<'a> Interpreter<'a> {
         Interpreter::bind(graph, weights, 0)
     }
 
-    fn bind(graph: &'a Graph, weights: &'a dyn WeightSource, repack_budget: usize) -> Result<Interpreter<'a>, CpuError> {
+    fn bind(
+        graph: &'a Graph,
+        weights: &'a dyn WeightSource,
+        repack_budget: usize,
+    ) -> Result<Interpreter<'a>, CpuError> {
         graph.verify()?;
         let mut ws = Vec::with_capacity(graph.nodes.len());
         let mut states = HashMap::new();
@@ -201,7 +205,7 @@ impl<'a> Interpreter<'a> {
             }
             // A matrix that cannot be re-encoded, or not within the budget (or memory for it),
             // keeps its stored layout.
-            if !kernels::repacked_len(w.dtype, rows, k).is_some_and(|n| n <= budget) {
+            if kernels::repacked_len(w.dtype, rows, k).is_none_or(|n| n > budget) {
                 continue;
             }
             if let Ok(Some(r)) = kernels::repack(w.dtype, w.bytes, rows, k) {
