@@ -119,6 +119,72 @@ fn llama_from_hf_dir_matches_hf_tokenizers() {
     assert_corpus("llama", &from_hf("llama"), "hf");
 }
 
+/// The SentencePiece fixture (tests/fixtures/tokenizer/spm.*, tools/fixtures/make_spm_tokenizer.py):
+/// a Llama-2-style vocabulary trained by the `sentencepiece` library, as a tokenizer-only GGUF.
+fn spm() -> Tokenizer {
+    let file = GgufFile::open(root().join("tests/fixtures/tokenizer/spm.gguf")).unwrap();
+    Tokenizer::from_gguf(file.gguf().metadata()).unwrap()
+}
+
+/// Encoding and decoding agree with the `sentencepiece` library itself on the whole corpus
+/// (what llama.cpp's SPM tokenizer follows), and with HF `tokenizers` (transformers'
+/// LlamaTokenizer) wherever the text does not start with whitespace (HF's legacy Llama
+/// tokenizer drops a leading space there; SentencePiece keeps it: see the fixture script).
+#[test]
+fn sentencepiece_from_gguf_matches_sentencepiece_and_hf() {
+    let tok = spm();
+    let corpus = read_json("tests/fixtures/tokenizer/spm.json");
+    assert_eq!(tok.vocab_size() as u64, corpus["vocab_size"].as_u64().unwrap());
+    assert_eq!(tok.merge_count(), 0);
+    let cases = corpus["cases"].as_array().unwrap();
+    assert!(cases.len() >= 60, "only {} cases", cases.len());
+    let (mut failures, mut held_to_hf, mut bytes_used) = (Vec::new(), 0, false);
+    for case in cases {
+        let text = case["text"].as_str().unwrap();
+        let (want, want_hf) = (ids(&case["ids"]), ids(&case["ids_hf"]));
+        let (decoded, decoded_hf) = (case["decoded"].as_str().unwrap(), case["decoded_hf"].as_str().unwrap());
+        let got = tok.encode(text, true);
+        bytes_used |= got.iter().any(|&id| tok.token_kind(id) == Some(TokenKind::Byte));
+        if got != want {
+            failures.push(format!("encode {text:?}: got {got:?}, sentencepiece {want:?}"));
+        }
+        if tok.decode(&want) != decoded {
+            failures.push(format!("decode {want:?}: got {:?}, sentencepiece {decoded:?}", tok.decode(&want)));
+        }
+        let (streamed, _) = stream_decode(&tok, &want);
+        if streamed != decoded {
+            failures.push(format!("stream decode {want:?}: got {streamed:?}, sentencepiece {decoded:?}"));
+        }
+        if !text.starts_with(char::is_whitespace) {
+            held_to_hf += 1;
+            if got != want_hf {
+                failures.push(format!("encode {text:?}: got {got:?}, HF {want_hf:?}"));
+            }
+            if tok.decode(&want_hf) != decoded_hf {
+                failures.push(format!("decode {want_hf:?}: got {:?}, HF {decoded_hf:?}", tok.decode(&want_hf)));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} disagreements:\n{}", failures.len(), failures.join("\n"));
+    assert!(held_to_hf >= 50, "only {held_to_hf} cases compared with HF");
+    assert!(bytes_used, "no case exercised byte fallback");
+    // Control tokens in text: parsed as llama.cpp does (each stretch between them encoded
+    // with its own dummy prefix); HF agrees where no stretch starts with whitespace.
+    for case in corpus["special"].as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        let got = tok.encode(text, true);
+        assert_eq!(got, ids(&case["ids"]), "{text:?}");
+        if !text.starts_with(char::is_whitespace) {
+            assert_eq!(got, ids(&case["ids_hf"]), "{text:?} (HF)");
+            assert_eq!(tok.decode(&got), case["decoded_hf"].as_str().unwrap(), "{text:?} (HF decode)");
+        }
+        // Without parsing specials, `<s>` is spelled out as text.
+        assert!(!tok.encode(text, false).iter().any(|&id| tok.is_control(id)), "{text:?}");
+    }
+    assert_eq!((tok.bos(), tok.eos(), tok.add_bos()), (Some(1), Some(2), true));
+    assert!(tok.is_eos(2) && tok.is_special(0) && tok.is_control(1));
+}
+
 /// The cases that came with the model fixtures (tests/fixtures/models/{arch}.tokens.json).
 #[test]
 fn model_fixture_token_cases() {
@@ -229,8 +295,19 @@ fn bad_metadata_is_an_error_not_a_panic() {
     let base = gguf_meta("qwen2");
 
     let mut m = base.clone();
-    m.set("tokenizer.ggml.model", "llama");
+    m.set("tokenizer.ggml.model", "bert");
     assert!(matches!(err_of(&m), TokenizerError::UnsupportedModel { .. }), "{}", err_of(&m));
+
+    // SentencePiece needs a score per token.
+    let mut m = base.clone();
+    m.set("tokenizer.ggml.model", "llama");
+    let e = err_of(&m);
+    assert!(matches!(e, TokenizerError::Gguf(GgufError::MissingKey { .. })), "{e}");
+    assert!(e.to_string().contains("tokenizer.ggml.scores"), "{e}");
+    m.set("tokenizer.ggml.scores", Value::from(vec![0.0f32; 3]));
+    assert!(matches!(err_of(&m), TokenizerError::ScoreCountMismatch { scores: 3, tokens: 512 }), "{}", err_of(&m));
+    m.set("tokenizer.ggml.scores", Value::from(vec![0.0f32; 512]));
+    assert!(Tokenizer::from_gguf(&m).is_ok());
 
     let m: Metadata = base.iter().filter(|(k, _)| *k != "tokenizer.ggml.tokens").map(|(k, v)| (k, v.clone())).collect();
     let e = err_of(&m);

@@ -1,9 +1,11 @@
 //! A tokenizer from GGUF metadata (`tokenizer.ggml.*`), as llama.cpp's converter writes it.
 //!
-//! Keys read: `model` (must be `"gpt2"`), `tokens`, `token_type` (optional: all normal),
-//! `merges` (`"left right"` strings), `pre` (optional: GPT-2's split), `bos_token_id`,
-//! `eos_token_id`, `eot_token_id`, `eom_token_id` (optional; a negative id or `u32::MAX` means
-//! none), `add_bos_token` (optional: false).
+//! Keys read: `model` (`"gpt2"`: byte-level BPE; `"llama"`: SentencePiece BPE), `tokens`,
+//! `token_type` (optional: all normal), for `gpt2` `merges` (`"left right"` strings) and `pre`
+//! (optional: GPT-2's split), for `llama` `scores` (one per token) and `add_space_prefix`
+//! (optional: true), and `bos_token_id`, `eos_token_id`, `eot_token_id`, `eom_token_id`,
+//! `unknown_token_id` (optional; a negative id or `u32::MAX` means none), `add_bos_token`
+//! (optional: false).
 //!
 //! Control (3) and unknown (2) tokens are matched in text when parsing specials, user-defined
 //! (4) tokens always (llama.cpp's `tokenizer_st_partition`); the converter stores user-defined
@@ -13,7 +15,8 @@
 use super::added::AddedToken;
 use super::bpe::Bpe;
 use super::pretok::PreTokenizer;
-use super::{Parts, TokenKind, Tokenizer, TokenizerError};
+use super::spm::Spm;
+use super::{Model, Parts, TokenKind, Tokenizer, TokenizerError};
 use crate::gguf::Metadata;
 use std::collections::HashMap;
 
@@ -24,7 +27,7 @@ impl Tokenizer {
     pub fn from_gguf(meta: &Metadata) -> Result<Tokenizer, TokenizerError> {
         let key = |k: &str| format!("{PREFIX}{k}");
         let model = meta.get_str(&key("model"))?;
-        if model != "gpt2" {
+        if model != "gpt2" && model != "llama" {
             return Err(TokenizerError::UnsupportedModel { model: model.to_owned() });
         }
         let tokens = meta.get_str_array(&key("tokens"))?;
@@ -63,20 +66,32 @@ impl Tokenizer {
             tracing::warn!("{duplicates} GGUF tokens repeat an earlier token's text; the first id is used");
         }
 
-        let merge_lines = meta.get_str_array(&key("merges"))?;
-        let mut merges = Vec::with_capacity(merge_lines.len());
-        for (rank, line) in merge_lines.iter().enumerate() {
-            merges.push(split_merge(line).ok_or_else(|| TokenizerError::BadMerge {
-                rank,
-                merge: line.clone(),
-                reason: "expected two tokens separated by one space".into(),
-            })?);
-        }
-        let gguf_pre = PreTokenizer::for_gguf(meta.opt_str(&key("pre"))?)?;
-        if meta.get(&key("pre")).is_none() {
-            tracing::warn!("GGUF has no tokenizer.ggml.pre; using GPT-2's pre-tokenizer split");
-        }
-        let bpe = Bpe::new(vocab, merges, gguf_pre.ignore_merges)?;
+        let unk = opt_id(meta, &key("unknown_token_id"), n)?;
+        let model = if model == "llama" {
+            let scores = meta.get_f32_array(&key("scores"))?;
+            if scores.len() != n {
+                return Err(TokenizerError::ScoreCountMismatch { scores: scores.len(), tokens: n });
+            }
+            let add_space_prefix = meta.opt_as::<bool>(&key("add_space_prefix"))?.unwrap_or(true);
+            let unk = unk.or_else(|| kinds.iter().position(|k| *k == TokenKind::Unknown).map(|i| i as u32));
+            Model::SentencePiece(Spm::new(tokens, &kinds, scores, unk, add_space_prefix))
+        } else {
+            let merge_lines = meta.get_str_array(&key("merges"))?;
+            let mut merges = Vec::with_capacity(merge_lines.len());
+            for (rank, line) in merge_lines.iter().enumerate() {
+                merges.push(split_merge(line).ok_or_else(|| TokenizerError::BadMerge {
+                    rank,
+                    merge: line.clone(),
+                    reason: "expected two tokens separated by one space".into(),
+                })?);
+            }
+            let gguf_pre = PreTokenizer::for_gguf(meta.opt_str(&key("pre"))?)?;
+            if meta.get(&key("pre")).is_none() {
+                tracing::warn!("GGUF has no tokenizer.ggml.pre; using GPT-2's pre-tokenizer split");
+            }
+            let bpe = Bpe::new(vocab, merges, gguf_pre.ignore_merges)?;
+            Model::ByteLevel { bpe, pre: gguf_pre.pre }
+        };
 
         let added = (0u32..)
             .zip(tokens.iter().zip(&kinds))
@@ -99,8 +114,7 @@ impl Tokenizer {
         Tokenizer::assemble(Parts {
             tokens: tokens.to_vec(),
             kinds,
-            bpe,
-            pre: gguf_pre.pre,
+            model,
             added,
             bos,
             eos,

@@ -19,7 +19,7 @@
 use super::added::AddedToken;
 use super::bpe::Bpe;
 use super::pretok::{PreTokenizer, Stage, GPT2_PATTERN};
-use super::{Parts, TokenKind, Tokenizer, TokenizerError};
+use super::{Model, Parts, TokenKind, Tokenizer, TokenizerError};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -198,7 +198,8 @@ fn build(
     };
 
     let pre = PreTokenizer::new(nfc, stages);
-    Tokenizer::assemble(Parts { tokens, kinds, bpe, pre, added, bos, eos, eot: None, extra_eos, add_bos })
+    let model = Model::ByteLevel { bpe, pre };
+    Tokenizer::assemble(Parts { tokens, kinds, model, added, bos, eos, eot: None, extra_eos, add_bos })
 }
 
 /// Whether the normalizer is NFC (true) or absent (false); anything else is unsupported.

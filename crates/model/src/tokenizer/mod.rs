@@ -1,11 +1,15 @@
 //! The tokenizer a model was trained with, rebuilt from the model's own files.
 //!
-//! Byte-level BPE (GPT-2 style, as Qwen2 and Llama 3 use) from either source:
+//! Byte-level BPE (GPT-2 style, as Qwen2 and Llama 3 use) from either source, and SentencePiece
+//! BPE (Llama 2, TinyLlama, Mistral) from GGUF:
 //!
-//! - a GGUF file's `tokenizer.ggml.*` metadata ([`Tokenizer::from_gguf`]): `model` must be
-//!   `"gpt2"`; `tokens`, `token_type` and `merges` give the vocabulary, and `pre` names the
+//! - a GGUF file's `tokenizer.ggml.*` metadata ([`Tokenizer::from_gguf`]): for `model`
+//!   `"gpt2"`, `tokens`, `token_type` and `merges` give the vocabulary, and `pre` names the
 //!   pre-tokenizer split (see [`SUPPORTED_GGUF_PRE`]; an unknown name is an error rather than a
-//!   silent fall-back to GPT-2's regex, since a wrong split gives plausible but wrong ids);
+//!   silent fall-back to GPT-2's regex, since a wrong split gives plausible but wrong ids); for
+//!   `model` `"llama"`, `tokens`, `token_type` and `scores` (see `spm.rs`: merges by piece score
+//!   with byte fallback, as the `sentencepiece` library and llama.cpp; tested id for id against
+//!   `sentencepiece` on the corpus);
 //! - a Hugging Face directory's `tokenizer.json` (+ `tokenizer_config.json` for bos/eos and
 //!   `add_bos_token`, + `generation_config.json` for extra eos ids) ([`Tokenizer::from_hf_dir`]).
 //!
@@ -34,6 +38,7 @@ mod bytelevel;
 mod gguf;
 pub(crate) mod hf;
 mod pretok;
+mod spm;
 mod stream;
 
 pub use pretok::SUPPORTED_GGUF_PRE;
@@ -43,6 +48,7 @@ use crate::gguf::GgufError;
 use added::{AddedToken, AddedVocab, Segment};
 use bpe::Bpe;
 use pretok::PreTokenizer;
+use spm::Spm;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
@@ -53,7 +59,9 @@ pub enum TokenizerError {
     /// A metadata key is missing or has the wrong type.
     #[error(transparent)]
     Gguf(#[from] GgufError),
-    #[error("tokenizer.ggml.model is {model:?}; only \"gpt2\" (byte-level BPE) is supported")]
+    #[error(
+        "tokenizer.ggml.model is {model:?}; supported: \"gpt2\" (byte-level BPE) and \"llama\" (SentencePiece BPE)"
+    )]
     UnsupportedModel { model: String },
     #[error("tokenizer.ggml.pre {name:?} is not a known pre-tokenizer; supported: {supported}")]
     UnknownPre { name: String, supported: String },
@@ -63,6 +71,8 @@ pub enum TokenizerError {
     VocabTooLarge { count: usize },
     #[error("tokenizer.ggml.token_type has {types} entries but there are {tokens} tokens")]
     TypeCountMismatch { types: usize, tokens: usize },
+    #[error("tokenizer.ggml.scores has {scores} entries but there are {tokens} tokens")]
+    ScoreCountMismatch { scores: usize, tokens: usize },
     #[error("token {id} has type {ty}; known types are 0..=6")]
     BadTokenType { id: usize, ty: i32 },
     #[error("merge {rank} ({merge:?}): {reason}")]
@@ -131,13 +141,21 @@ const END_OF_GENERATION: &[&str] = &[
     "<｜end▁of▁sentence｜>",
 ];
 
-/// A byte-level BPE tokenizer. Cheap to share (`Send + Sync`); encoding does not mutate it.
+/// How the text between added tokens becomes ids.
+pub(crate) enum Model {
+    /// Byte-level BPE (GGUF `gpt2`, HF `ByteLevel`): pre-tokenizer split, then merges by rank.
+    ByteLevel { bpe: Bpe, pre: PreTokenizer },
+    /// SentencePiece BPE (GGUF `llama`): pieces merged by score, byte fallback.
+    SentencePiece(Spm),
+}
+
+/// A BPE tokenizer (byte-level or SentencePiece). Cheap to share (`Send + Sync`); encoding does
+/// not mutate it.
 pub struct Tokenizer {
     tokens: Vec<String>,
     kinds: Vec<TokenKind>,
     lookup: HashMap<String, u32>,
-    bpe: Bpe,
-    pre: PreTokenizer,
+    model: Model,
     added: AddedVocab,
     bos: Option<u32>,
     eos: Option<u32>,
@@ -150,8 +168,7 @@ pub struct Tokenizer {
 pub(crate) struct Parts {
     pub(crate) tokens: Vec<String>,
     pub(crate) kinds: Vec<TokenKind>,
-    pub(crate) bpe: Bpe,
-    pub(crate) pre: PreTokenizer,
+    pub(crate) model: Model,
     pub(crate) added: Vec<AddedToken>,
     pub(crate) bos: Option<u32>,
     pub(crate) eos: Option<u32>,
@@ -164,7 +181,7 @@ pub(crate) struct Parts {
 impl Tokenizer {
     /// Checks ids and builds the lookup tables.
     pub(crate) fn assemble(parts: Parts) -> Result<Tokenizer, TokenizerError> {
-        let Parts { tokens, kinds, bpe, pre, added, bos, eos, eot, extra_eos, add_bos } = parts;
+        let Parts { tokens, kinds, model, added, bos, eos, eot, extra_eos, add_bos } = parts;
         let n = tokens.len();
         if n == 0 {
             return Err(TokenizerError::EmptyVocab);
@@ -214,7 +231,7 @@ impl Tokenizer {
         eos_ids.dedup();
 
         let added = AddedVocab::new(added)?;
-        Ok(Tokenizer { tokens, kinds, lookup, bpe, pre, added, bos, eos, eot, add_bos, eos_ids })
+        Ok(Tokenizer { tokens, kinds, lookup, model, added, bos, eos, eot, add_bos, eos_ids })
     }
 
     /// Token ids for `text`. No BOS is added (see [`Tokenizer::add_bos`]). With `parse_special`
@@ -226,13 +243,16 @@ impl Tokenizer {
         for seg in self.added.split(text, parse_special) {
             match seg {
                 Segment::Token(id) => out.push(id),
-                Segment::Text(t) => {
-                    pieces.clear();
-                    self.pre.pieces_into(t, &mut pieces);
-                    for p in &pieces {
-                        self.bpe.encode_piece(p, &mut out);
+                Segment::Text(t) => match &self.model {
+                    Model::ByteLevel { bpe, pre } => {
+                        pieces.clear();
+                        pre.pieces_into(t, &mut pieces);
+                        for p in &pieces {
+                            bpe.encode_piece(p, &mut out);
+                        }
                     }
-                }
+                    Model::SentencePiece(spm) => spm.encode_into(t, &self.lookup, &mut out),
+                },
             }
         }
         out
@@ -243,6 +263,9 @@ impl Tokenizer {
         let mut bytes = Vec::with_capacity(ids.len() * 4);
         for &id in ids {
             self.token_bytes_into(id, &mut bytes);
+        }
+        if self.strips_leading_space() && bytes.first() == Some(&b' ') {
+            bytes.remove(0);
         }
         String::from_utf8_lossy(&bytes).into_owned()
     }
@@ -255,12 +278,21 @@ impl Tokenizer {
 
     /// Appends the bytes token `id` stands for; nothing for an unknown id.
     pub(crate) fn token_bytes_into(&self, id: u32, out: &mut Vec<u8>) {
-        if let Some(t) = self.tokens.get(id as usize) {
-            bytelevel::token_bytes_into(t, out);
+        if let (Some(t), Some(&kind)) = (self.tokens.get(id as usize), self.kinds.get(id as usize)) {
+            match self.model {
+                Model::ByteLevel { .. } => bytelevel::token_bytes_into(t, out),
+                Model::SentencePiece(_) => Spm::token_bytes_into(t, kind, out),
+            }
         }
     }
 
-    /// The vocabulary entry of `id`, as stored (byte-level characters: `Ġworld`).
+    /// Whether decoded text drops one leading space (SentencePiece's dummy prefix).
+    pub(crate) fn strips_leading_space(&self) -> bool {
+        matches!(&self.model, Model::SentencePiece(spm) if spm.strips_leading_space())
+    }
+
+    /// The vocabulary entry of `id`, as stored (byte-level characters: `Ġworld`; SentencePiece
+    /// pieces: `▁world`).
     pub fn token_str(&self, id: u32) -> Option<&str> {
         self.tokens.get(id as usize).map(String::as_str)
     }
@@ -280,9 +312,12 @@ impl Tokenizer {
         self.tokens.len()
     }
 
-    /// Number of BPE merges.
+    /// Number of BPE merges (0 for SentencePiece, which merges by piece score).
     pub fn merge_count(&self) -> usize {
-        self.bpe.merge_count()
+        match &self.model {
+            Model::ByteLevel { bpe, .. } => bpe.merge_count(),
+            Model::SentencePiece(_) => 0,
+        }
     }
 
     /// True for a control token.
@@ -335,7 +370,7 @@ impl fmt::Debug for Tokenizer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Tokenizer")
             .field("vocab_size", &self.tokens.len())
-            .field("merges", &self.bpe.merge_count())
+            .field("merges", &self.merge_count())
             .field("added_tokens", &self.added.tokens().len())
             .field("bos", &self.bos)
             .field("eos", &self.eos)

@@ -5,7 +5,8 @@
 //! Bytes that can never become valid UTF-8 become U+FFFD right away, and [`StreamDecoder::finish`]
 //! turns a still-incomplete tail into U+FFFD. The concatenation of everything it yields equals
 //! [`Tokenizer::decode`] of all the ids (both replace invalid sequences the way
-//! `String::from_utf8_lossy` does).
+//! `String::from_utf8_lossy` does, and both drop the leading space a SentencePiece tokenizer's
+//! dummy prefix put before the first piece).
 
 use super::Tokenizer;
 
@@ -15,12 +16,14 @@ pub struct StreamDecoder<'t> {
     tokenizer: &'t Tokenizer,
     pending: Vec<u8>,
     skip_special: bool,
+    /// No byte has come yet (the first may be a leading space to drop).
+    at_start: bool,
 }
 
 impl<'t> StreamDecoder<'t> {
     /// A decoder that yields special tokens' text too (as [`Tokenizer::decode`]).
     pub fn new(tokenizer: &'t Tokenizer) -> Self {
-        StreamDecoder { tokenizer, pending: Vec::new(), skip_special: false }
+        StreamDecoder { tokenizer, pending: Vec::new(), skip_special: false, at_start: true }
     }
 
     /// Drops control and unknown tokens (as [`Tokenizer::decode_skip_special`]).
@@ -35,6 +38,12 @@ impl<'t> StreamDecoder<'t> {
             return None;
         }
         self.tokenizer.token_bytes_into(id, &mut self.pending);
+        if self.at_start && !self.pending.is_empty() {
+            self.at_start = false;
+            if self.tokenizer.strips_leading_space() && self.pending.first() == Some(&b' ') {
+                self.pending.remove(0);
+            }
+        }
         self.take(false)
     }
 
