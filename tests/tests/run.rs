@@ -170,3 +170,70 @@ fn cpu_bench_reports_its_roofline() {
     assert!((fraction - gbs / bw).abs() <= 1e-9, "{v:#}");
     assert!(v["dispatches_per_token"].is_null() && v["opt_level"].is_null(), "no GPU figures on the CPU: {v:#}");
 }
+
+/// A LLaMA-family GGUF with a SentencePiece vocabulary (`tokenizer.ggml.model = "llama"`, as
+/// Llama 2, TinyLlama and Mistral files carry it): the llama fixture's weights with the
+/// SentencePiece fixture's vocabulary (tests/fixtures/tokenizer/spm.gguf, padded with unused
+/// pieces to the model's 512 rows). `run --prompt` tokenizes as the `sentencepiece` library
+/// does (BOS, then its ids: the logits equal those of `run --tokens` with those ids), and prints
+/// the same text either way.
+#[test]
+fn a_sentencepiece_vocabulary_model_runs() {
+    use apr_ir_model::gguf::{write_gguf_file, GgufFile, Metadata, TensorSpec, Value};
+    let dir = TempDir::new("run-spm");
+    let weights = GgufFile::open(fixture("models/llama-f32.gguf")).unwrap();
+    let vocab = GgufFile::open(fixture("tokenizer/spm.gguf")).unwrap();
+    let rows = 512;
+    let mut meta: Metadata = weights
+        .gguf()
+        .metadata()
+        .iter()
+        .filter(|(k, _)| !k.starts_with("tokenizer."))
+        .map(|(k, v)| (k, v.clone()))
+        .collect();
+    let spm = vocab.gguf().metadata();
+    for (k, v) in spm.iter().filter(|(k, _)| k.starts_with("tokenizer.")) {
+        meta.set(k, v.clone());
+    }
+    let mut tokens: Vec<String> = spm.get_str_array("tokenizer.ggml.tokens").unwrap().to_vec();
+    let (mut scores, mut types) =
+        (spm.get_f32_array("tokenizer.ggml.scores").unwrap(), spm.get_i32_array("tokenizer.ggml.token_type").unwrap());
+    for i in tokens.len()..rows {
+        tokens.push(format!("<unused{i}>"));
+        scores.push(0.0);
+        types.push(5);
+    }
+    meta.set("tokenizer.ggml.tokens", Value::from(tokens.iter().map(String::as_str).collect::<Vec<_>>()));
+    meta.set("tokenizer.ggml.scores", Value::from(scores));
+    meta.set("tokenizer.ggml.token_type", Value::from(types));
+    let tensors: Vec<(TensorSpec, &[u8])> = weights
+        .gguf()
+        .tensors()
+        .iter()
+        .map(|t| (TensorSpec::new(t.name(), t.dims().to_vec(), t.ggml_type()), weights.tensor_data(t)))
+        .collect();
+    let model = dir.join("llama-spm.gguf");
+    write_gguf_file(&model, &meta, &tensors).unwrap();
+    let m = model.to_str().unwrap();
+
+    let corpus: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("tokenizer/spm.json")).unwrap()).unwrap();
+    let text = "Hello world";
+    let case = corpus["cases"].as_array().unwrap().iter().find(|c| c["text"] == text).unwrap();
+    let ids: Vec<String> = case["ids"].as_array().unwrap().iter().map(|v| v.to_string()).collect();
+    assert!(ids.len() > 2, "{ids:?}");
+    let with_bos = format!("1,{}", ids.join(","));
+    let run = |source: [&str; 2], out: &str| {
+        let path = dir.join(out);
+        let args = ["run", m, source[0], source[1], "--max-tokens", "4", "--dump-logits", path.to_str().unwrap()];
+        let stdout = apr_ir(args).ok().to_string();
+        (stdout, read_npy_f32(&path))
+    };
+    let (text_a, (shape_a, logits_a)) = run(["--prompt", text], "a.npy");
+    let (text_b, (shape_b, logits_b)) = run(["--tokens", &with_bos], "b.npy");
+    // BOS + the prompt, then every generated token but the last.
+    assert_eq!(shape_a, vec![1 + ids.len() + 3, rows], "the prompt was not tokenized as sentencepiece does");
+    assert_eq!(shape_a, shape_b);
+    assert!(logits_a.iter().zip(&logits_b).all(|(a, b)| a.to_bits() == b.to_bits()), "different logits");
+    assert_eq!(text_a, text_b);
+}
