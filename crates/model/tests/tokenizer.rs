@@ -413,3 +413,44 @@ fn tokenizer_and_template_are_shareable_across_threads() {
     send_sync::<Tokenizer>();
     send_sync::<apr_ir_model::chat::ChatTemplate>();
 }
+
+/// SentencePiece-style HF directories (BPE with `byte_fallback`): the layout transformers
+/// saves (a `Metaspace` pre-tokenizer) and the one most Llama 2 checkpoints ship (`Prepend` +
+/// `Replace` normalizer), each held id for id to HF `tokenizers` over that same file on the
+/// whole corpus and the special-token cases; the older layout also equals `sentencepiece`.
+#[test]
+fn sentencepiece_hf_dirs_match_hf_tokenizers() {
+    let corpus = read_json("tests/fixtures/tokenizer/spm.json");
+    let gguf = spm();
+    for (dir, suffix) in [("spm-hf", ""), ("spm-hf-legacy", "_legacy")] {
+        let tok = Tokenizer::from_hf_dir(root().join("tests/fixtures/tokenizer").join(dir)).unwrap();
+        assert_eq!(tok.vocab_size(), gguf.vocab_size(), "{dir}");
+        assert!(tok.merge_count() > 0, "{dir}");
+        let mut failures = Vec::new();
+        let all = corpus["cases"].as_array().unwrap().iter().chain(corpus["special"].as_array().unwrap());
+        for case in all {
+            let text = case["text"].as_str().unwrap();
+            let want = ids(&case[format!("ids_hf{suffix}").as_str()]);
+            let decoded = case[format!("decoded_hf{suffix}").as_str()].as_str().unwrap();
+            let got = tok.encode(text, true);
+            if got != want {
+                failures.push(format!("{dir} encode {text:?}: got {got:?}, HF {want:?}"));
+            }
+            if tok.decode(&want) != decoded {
+                failures.push(format!("{dir} decode {want:?}: got {:?}, HF {decoded:?}", tok.decode(&want)));
+            }
+            let (streamed, _) = stream_decode(&tok, &want);
+            if streamed != decoded {
+                failures.push(format!("{dir} stream decode {want:?}: got {streamed:?}, HF {decoded:?}"));
+            }
+            if suffix == "_legacy" {
+                let sp = ids(case.get("ids").unwrap());
+                if got != sp {
+                    failures.push(format!("{dir} encode {text:?}: got {got:?}, sentencepiece {sp:?}"));
+                }
+            }
+        }
+        assert!(failures.is_empty(), "{} disagreements:\n{}", failures.len(), failures.join("\n"));
+        assert_eq!((tok.bos(), tok.eos()), (Some(1), Some(2)), "{dir}");
+    }
+}

@@ -5,7 +5,9 @@
 //! adjacent pair has a merge. This is what HF `tokenizers` (`BPE::merge_word`) and llama.cpp
 //! (`llm_tokenizer_bpe_session`) both do, with a heap of candidate pairs; stale candidates (a
 //! side already merged away or changed) are skipped when popped. A character that is not in the
-//! vocabulary is dropped, as HF does for a BPE model with no `unk_token` and no byte fallback.
+//! vocabulary is dropped, as HF does for a BPE model with no `unk_token` and no byte fallback;
+//! with byte fallback (SentencePiece-style `tokenizer.json`) it becomes the byte tokens
+//! `<0xAB>` of its UTF-8 bytes instead, as HF does (dropped if one of them is missing).
 //!
 //! With `ignore_merges` (Llama 3's tokenizer, and llama.cpp for `llama-bpe`), a piece that is
 //! itself a vocabulary entry is emitted whole without merging.
@@ -21,6 +23,7 @@ pub(crate) struct Bpe {
     /// (left id, right id) → (rank, merged id).
     merges: HashMap<(u32, u32), (u32, u32)>,
     ignore_merges: bool,
+    byte_fallback: bool,
 }
 
 const NONE: usize = usize::MAX;
@@ -54,7 +57,13 @@ impl Bpe {
                 .ok_or_else(|| bad(format!("the merged token {joined:?} is not in the vocabulary")))?;
             table.entry((l, r)).or_insert((rank32, m));
         }
-        Ok(Bpe { vocab, merges: table, ignore_merges })
+        Ok(Bpe { vocab, merges: table, ignore_merges, byte_fallback: false })
+    }
+
+    /// Characters outside the vocabulary become byte tokens (HF `byte_fallback`).
+    pub(crate) fn with_byte_fallback(mut self) -> Bpe {
+        self.byte_fallback = true;
+        self
     }
 
     /// Number of merges.
@@ -75,13 +84,21 @@ impl Bpe {
         }
         let mut syms: Vec<Symbol> = Vec::with_capacity(piece.chars().count());
         let mut buf = [0u8; 4];
+        let mut push = |id: u32| {
+            let i = syms.len();
+            if let Some(last) = syms.last_mut() {
+                last.next = i;
+            }
+            syms.push(Symbol { id, prev: if i == 0 { NONE } else { i - 1 }, next: NONE, alive: true });
+        };
         for c in piece.chars() {
-            if let Some(&id) = self.vocab.get(&*c.encode_utf8(&mut buf)) {
-                let i = syms.len();
-                if let Some(last) = syms.last_mut() {
-                    last.next = i;
-                }
-                syms.push(Symbol { id, prev: if i == 0 { NONE } else { i - 1 }, next: NONE, alive: true });
+            let text = &*c.encode_utf8(&mut buf);
+            if let Some(&id) = self.vocab.get(text) {
+                push(id);
+            } else if self.byte_fallback {
+                let ids: Option<Vec<u32>> =
+                    text.bytes().map(|b| self.vocab.get(&format!("<0x{b:02X}>")).copied()).collect();
+                ids.into_iter().flatten().for_each(&mut push);
             }
         }
         let mut heap: BinaryHeap<Reverse<(u32, usize)>> = BinaryHeap::new();
@@ -160,6 +177,15 @@ mod tests {
         assert_eq!(enc(&b, "abc"), vec![4]);
         let b = bpe(&["a", "b", "c", "bc", "abc"], &[("b", "c")], false);
         assert_eq!(enc(&b, "abc"), vec![0, 3]);
+    }
+
+    #[test]
+    fn byte_fallback_spells_unknown_characters_in_byte_tokens() {
+        // é = C3 A9; ü = C3 BC has no <0xBC>: dropped whole, as HF does.
+        let b = bpe(&["a", "<0xC3>", "<0xA9>"], &[], false).with_byte_fallback();
+        assert_eq!(enc(&b, "aéü"), vec![0, 1, 2]);
+        let b = bpe(&["a", "<0xC3>", "<0xA9>"], &[], false);
+        assert_eq!(enc(&b, "aé"), vec![0]);
     }
 
     #[test]

@@ -1,11 +1,16 @@
 //! A tokenizer from a Hugging Face directory: `tokenizer.json` (+ optional
 //! `tokenizer_config.json` and `generation_config.json`).
 //!
-//! The subset of `tokenizer.json` that byte-level BPE models use is read: model `BPE` (no byte
-//! fallback, no subword prefix or suffix; `ignore_merges` honoured), normalizer `null` or `NFC`
-//! (alone or in a `Sequence`), pre-tokenizer `Split` (behavior `Isolated`, not inverted),
-//! `ByteLevel` (`add_prefix_space`, `use_regex`), `Digits` and `Sequence`s of these, and a
-//! `ByteLevel` decoder. Anything else is an error that names it, never a silent approximation.
+//! The subset of `tokenizer.json` that BPE models use is read: model `BPE` (no subword prefix or
+//! suffix; `ignore_merges` honoured), and then either
+//! - byte-level: normalizer `null` or `NFC` (alone or in a `Sequence`), pre-tokenizer `Split`
+//!   (behavior `Isolated`, not inverted), `ByteLevel` (`add_prefix_space`, `use_regex`),
+//!   `Digits` and `Sequence`s of these, and a `ByteLevel` decoder; or
+//! - SentencePiece-style (`byte_fallback`: Llama 2, Mistral): normalizer `Prepend` / `Replace`
+//!   (a `String` pattern) / `Sequence` or none, pre-tokenizer `Metaspace` or none, and a decoder
+//!   of `Replace` (`▁` → space), `ByteFallback`, `Fuse`, `Strip` or a `Metaspace` decoder.
+//!
+//! Anything else is an error that names it, never a silent approximation.
 //! Added tokens are matched on the raw text (HF matches `normalized: true` ones after
 //! normalization; that differs only when NFC would change an added token's text).
 //! `single_word` is not supported and is ignored with a warning.
@@ -19,6 +24,7 @@
 use super::added::AddedToken;
 use super::bpe::Bpe;
 use super::pretok::{PreTokenizer, Stage, GPT2_PATTERN};
+use super::spm::{byte_piece, HfSpm, Metaspace, NormOp, PrependScheme};
 use super::{Model, Parts, TokenKind, Tokenizer, TokenizerError};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -80,9 +86,8 @@ fn build(
     if ty != "BPE" {
         return Err(unsupported(format!("model type {ty:?} (only byte-level BPE)")));
     }
-    if model.get("byte_fallback").and_then(Value::as_bool).unwrap_or(false) {
-        return Err(unsupported("BPE with byte_fallback (SentencePiece-style)".into()));
-    }
+    // SentencePiece-style (Llama 2, Mistral): characters, not bytes, with byte tokens for the rest.
+    let byte_fallback = model.get("byte_fallback").and_then(Value::as_bool).unwrap_or(false);
     for k in ["continuing_subword_prefix", "end_of_word_suffix"] {
         if model.get(k).and_then(Value::as_str).is_some_and(|s| !s.is_empty()) {
             return Err(unsupported(format!("BPE {k}")));
@@ -133,22 +138,41 @@ fn build(
         added.push(AddedToken { id, content: content.to_owned(), special, lstrip, rstrip });
     }
 
-    let nfc = normalizer_is_nfc(json.get("normalizer")).map_err(unsupported)?;
-    let mut stages = Vec::new();
-    let mut byte_level = false;
-    if let Some(pre) = json.get("pre_tokenizer").filter(|v| !v.is_null()) {
-        pre_stages(pre, &mut stages, &mut byte_level).map_err(|e| match e {
-            PreError::Unsupported(what) => unsupported(what),
-            PreError::Build(e) => e,
-        })?;
+    // The text pipeline: byte-level (normalizer, regex splits, ByteLevel decoder) or
+    // SentencePiece-style (normalizer steps, Metaspace, a decoder that maps `▁` back).
+    enum Pipeline {
+        ByteLevel(PreTokenizer),
+        SentencePiece { normalizer: Vec<NormOp>, metaspace: Option<Metaspace>, strip_leading_space: bool },
     }
-    if !byte_level {
-        return Err(unsupported("no ByteLevel pre-tokenizer (only byte-level BPE)".into()));
-    }
-    let decoder = json.get("decoder").and_then(|d| d.get("type")).and_then(Value::as_str);
-    if decoder != Some("ByteLevel") {
-        return Err(unsupported(format!("decoder {decoder:?} (only ByteLevel)")));
-    }
+    let pipeline = if byte_fallback {
+        let normalizer = sp_normalizer(json.get("normalizer")).map_err(unsupported)?;
+        let metaspace = match json.get("pre_tokenizer").filter(|v| !v.is_null()) {
+            None => None,
+            Some(p) => Some(metaspace(p).map_err(unsupported)?),
+        };
+        let strip_leading_space = sp_decoder_strips(json.get("decoder")).map_err(unsupported)?;
+        Pipeline::SentencePiece { normalizer, metaspace, strip_leading_space }
+    } else {
+        let nfc = normalizer_is_nfc(json.get("normalizer")).map_err(unsupported)?;
+        let mut stages = Vec::new();
+        let mut byte_level = false;
+        if let Some(pre) = json.get("pre_tokenizer").filter(|v| !v.is_null()) {
+            pre_stages(pre, &mut stages, &mut byte_level).map_err(|e| match e {
+                PreError::Unsupported(what) => unsupported(what),
+                PreError::Build(e) => e,
+            })?;
+        }
+        if !byte_level {
+            return Err(unsupported(
+                "no ByteLevel pre-tokenizer (only byte-level BPE, or BPE with byte_fallback)".into(),
+            ));
+        }
+        let decoder = json.get("decoder").and_then(|d| d.get("type")).and_then(Value::as_str);
+        if decoder != Some("ByteLevel") {
+            return Err(unsupported(format!("decoder {decoder:?} (only ByteLevel)")));
+        }
+        Pipeline::ByteLevel(PreTokenizer::new(nfc, stages))
+    };
 
     // Id space: the vocabulary plus added tokens; gaps are unused slots.
     let n = vocab.values().chain(added.iter().map(|t| &t.id)).map(|&i| i as usize + 1).max().unwrap_or(0);
@@ -157,7 +181,7 @@ fn build(
     for (tok, &id) in &vocab {
         if let (Some(slot), Some(kind)) = (tokens.get_mut(id as usize), kinds.get_mut(id as usize)) {
             *slot = tok.clone();
-            *kind = TokenKind::Normal;
+            *kind = if byte_fallback && byte_piece(tok).is_some() { TokenKind::Byte } else { TokenKind::Normal };
         }
     }
     for t in &added {
@@ -197,9 +221,95 @@ fn build(
         None => Vec::new(),
     };
 
-    let pre = PreTokenizer::new(nfc, stages);
-    let model = Model::ByteLevel { bpe, pre };
+    let model = match pipeline {
+        Pipeline::ByteLevel(pre) => Model::ByteLevel { bpe, pre },
+        Pipeline::SentencePiece { normalizer, metaspace, strip_leading_space } => {
+            Model::HfSentencePiece(HfSpm { normalizer, metaspace, bpe: bpe.with_byte_fallback(), strip_leading_space })
+        }
+    };
     Tokenizer::assemble(Parts { tokens, kinds, model, added, bos, eos, eot: None, extra_eos, add_bos })
+}
+
+/// The steps of a SentencePiece-style normalizer: `Prepend`, `Replace` with a `String`
+/// pattern, `Sequence`s of them, or none.
+fn sp_normalizer(v: Option<&Value>) -> Result<Vec<NormOp>, String> {
+    let Some(v) = v.filter(|v| !v.is_null()) else { return Ok(Vec::new()) };
+    let text = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
+    match v.get("type").and_then(Value::as_str) {
+        Some("Prepend") => Ok(vec![NormOp::Prepend(text("prepend").ok_or("Prepend without a string")?)]),
+        Some("Replace") => {
+            let from = v.get("pattern").and_then(|p| p.get("String")).and_then(Value::as_str);
+            match (from, text("content")) {
+                (Some(from), Some(to)) => Ok(vec![NormOp::Replace(from.to_owned(), to)]),
+                _ => Err("normalizer Replace without a String pattern and content".into()),
+            }
+        }
+        Some("Sequence") => {
+            let mut ops = Vec::new();
+            for n in v.get("normalizers").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default() {
+                ops.extend(sp_normalizer(Some(n))?);
+            }
+            Ok(ops)
+        }
+        other => Err(format!("normalizer {other:?} with byte_fallback BPE (only Prepend, Replace)")),
+    }
+}
+
+/// A `Metaspace` pre-tokenizer (the only one SentencePiece-style tokenizers use).
+fn metaspace(v: &Value) -> Result<Metaspace, String> {
+    let ty = v.get("type").and_then(Value::as_str);
+    if ty != Some("Metaspace") {
+        return Err(format!("pre-tokenizer {ty:?} with byte_fallback BPE (only Metaspace)"));
+    }
+    let mut chars = v.get("replacement").and_then(Value::as_str).unwrap_or("\u{2581}").chars();
+    let (Some(replacement), None) = (chars.next(), chars.next()) else {
+        return Err("Metaspace replacement is not one character".into());
+    };
+    // Older files say `add_prefix_space` instead of `prepend_scheme`.
+    let prepend = match v.get("prepend_scheme").and_then(Value::as_str) {
+        Some("always") => PrependScheme::Always,
+        Some("first") => PrependScheme::First,
+        Some("never") => PrependScheme::Never,
+        Some(other) => return Err(format!("Metaspace prepend_scheme {other:?}")),
+        None if v.get("add_prefix_space").and_then(Value::as_bool).unwrap_or(true) => PrependScheme::Always,
+        None => PrependScheme::Never,
+    };
+    let split = v.get("split").and_then(Value::as_bool).unwrap_or(true);
+    Ok(Metaspace { replacement, prepend, split })
+}
+
+/// Whether a SentencePiece-style decoder drops one leading space: a `Sequence` of `Replace`
+/// (`▁` → space), `ByteFallback`, `Fuse` and `Strip` (of spaces, from the start: dropped when
+/// it strips one or more), or a `Metaspace` decoder (dropped unless it never prepends).
+fn sp_decoder_strips(v: Option<&Value>) -> Result<bool, String> {
+    let Some(v) = v.filter(|v| !v.is_null()) else { return Err("no decoder with byte_fallback BPE".into()) };
+    match v.get("type").and_then(Value::as_str) {
+        Some("Sequence") => {
+            let mut strip = false;
+            for d in v.get("decoders").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default() {
+                strip |= sp_decoder_strips(Some(d))?;
+            }
+            Ok(strip)
+        }
+        Some("Replace") => {
+            let from = v.get("pattern").and_then(|p| p.get("String")).and_then(Value::as_str);
+            let to = v.get("content").and_then(Value::as_str);
+            match (from, to) {
+                (Some("\u{2581}"), Some(" ")) => Ok(false),
+                _ => Err(format!("decoder Replace {from:?} → {to:?} (only ▁ → space)")),
+            }
+        }
+        Some("ByteFallback" | "Fuse") => Ok(false),
+        Some("Strip") => {
+            let n = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
+            if v.get("content").and_then(Value::as_str) != Some(" ") || n("stop") != 0 || n("start") > 1 {
+                return Err(format!("decoder {v} (only Strip of one leading space)"));
+            }
+            Ok(n("start") == 1)
+        }
+        Some("Metaspace") => Ok(metaspace(v)?.prepend != PrependScheme::Never),
+        other => Err(format!("decoder {other:?} with byte_fallback BPE")),
+    }
 }
 
 /// Whether the normalizer is NFC (true) or absent (false); anything else is unsupported.

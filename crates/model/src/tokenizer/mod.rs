@@ -48,7 +48,7 @@ use crate::gguf::GgufError;
 use added::{AddedToken, AddedVocab, Segment};
 use bpe::Bpe;
 use pretok::PreTokenizer;
-use spm::Spm;
+use spm::{HfSpm, Spm};
 use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
@@ -147,6 +147,9 @@ pub(crate) enum Model {
     ByteLevel { bpe: Bpe, pre: PreTokenizer },
     /// SentencePiece BPE (GGUF `llama`): pieces merged by score, byte fallback.
     SentencePiece(Spm),
+    /// SentencePiece-style HF `tokenizer.json` (BPE with `byte_fallback`): its normalizer and
+    /// `Metaspace` pre-tokenizer, merges by rank, byte fallback.
+    HfSentencePiece(HfSpm),
 }
 
 /// A BPE tokenizer (byte-level or SentencePiece). Cheap to share (`Send + Sync`); encoding does
@@ -240,7 +243,7 @@ impl Tokenizer {
     pub fn encode(&self, text: &str, parse_special: bool) -> Vec<u32> {
         let mut out = Vec::with_capacity(text.len() / 3 + 1);
         let mut pieces = Vec::new();
-        for seg in self.added.split(text, parse_special) {
+        for (i, seg) in self.added.split(text, parse_special).into_iter().enumerate() {
             match seg {
                 Segment::Token(id) => out.push(id),
                 Segment::Text(t) => match &self.model {
@@ -252,6 +255,7 @@ impl Tokenizer {
                         }
                     }
                     Model::SentencePiece(spm) => spm.encode_into(t, &self.lookup, &mut out),
+                    Model::HfSentencePiece(spm) => spm.encode_into(t, i == 0, &mut out),
                 },
             }
         }
@@ -281,14 +285,18 @@ impl Tokenizer {
         if let (Some(t), Some(&kind)) = (self.tokens.get(id as usize), self.kinds.get(id as usize)) {
             match self.model {
                 Model::ByteLevel { .. } => bytelevel::token_bytes_into(t, out),
-                Model::SentencePiece(_) => Spm::token_bytes_into(t, kind, out),
+                Model::SentencePiece(_) | Model::HfSentencePiece(_) => Spm::token_bytes_into(t, kind, out),
             }
         }
     }
 
     /// Whether decoded text drops one leading space (SentencePiece's dummy prefix).
     pub(crate) fn strips_leading_space(&self) -> bool {
-        matches!(&self.model, Model::SentencePiece(spm) if spm.strips_leading_space())
+        match &self.model {
+            Model::ByteLevel { .. } => false,
+            Model::SentencePiece(spm) => spm.strips_leading_space(),
+            Model::HfSentencePiece(spm) => spm.strip_leading_space,
+        }
     }
 
     /// The vocabulary entry of `id`, as stored (byte-level characters: `Ġworld`; SentencePiece
@@ -315,7 +323,7 @@ impl Tokenizer {
     /// Number of BPE merges (0 for SentencePiece, which merges by piece score).
     pub fn merge_count(&self) -> usize {
         match &self.model {
-            Model::ByteLevel { bpe, .. } => bpe.merge_count(),
+            Model::ByteLevel { bpe, .. } | Model::HfSentencePiece(HfSpm { bpe, .. }) => bpe.merge_count(),
             Model::SentencePiece(_) => 0,
         }
     }

@@ -15,6 +15,7 @@
 //! then drops the one leading space the prefix put there (as SentencePiece, HF's `Strip`
 //! decoder and llama.cpp do), so `decode(encode(text)) == text`.
 
+use super::bpe::Bpe;
 use super::TokenKind;
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
@@ -181,8 +182,89 @@ impl Spm {
     }
 }
 
+/// One step of an HF `tokenizer.json` normalizer that SentencePiece-style tokenizers use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum NormOp {
+    /// `Prepend`: put this before non-empty text.
+    Prepend(String),
+    /// `Replace` with a `String` pattern: every occurrence of the first by the second.
+    Replace(String, String),
+}
+
+/// When HF's `Metaspace` pre-tokenizer prepends its replacement character.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PrependScheme {
+    Always,
+    /// Only to the text at the start of the input.
+    First,
+    Never,
+}
+
+/// HF's `Metaspace` pre-tokenizer: spaces become `replacement`, which is prepended per
+/// `prepend` unless the text already starts with it; with `split`, the text is cut before
+/// every `replacement` (each piece then starts with one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Metaspace {
+    pub(crate) replacement: char,
+    pub(crate) prepend: PrependScheme,
+    pub(crate) split: bool,
+}
+
+/// A SentencePiece-style HF `tokenizer.json` (BPE with `byte_fallback`, as Llama 2 and
+/// Mistral checkpoints ship): its normalizer steps and `Metaspace` pre-tokenizer spelled out,
+/// then BPE by merge rank over characters with byte fallback ([`Bpe`]). Decoding is the same
+/// as [`Spm`]'s (`▁` → space, byte tokens → bytes), with one leading space dropped when the
+/// decoder says so (`Strip`, or a `Metaspace` decoder that prepends).
+#[derive(Debug, Clone)]
+pub(crate) struct HfSpm {
+    pub(crate) normalizer: Vec<NormOp>,
+    pub(crate) metaspace: Option<Metaspace>,
+    pub(crate) bpe: Bpe,
+    pub(crate) strip_leading_space: bool,
+}
+
+impl HfSpm {
+    /// Appends the ids of one stretch of text; `at_start`: it begins the input.
+    pub(crate) fn encode_into(&self, text: &str, at_start: bool, out: &mut Vec<u32>) {
+        let mut s = text.to_owned();
+        for op in &self.normalizer {
+            match op {
+                NormOp::Prepend(p) if !s.is_empty() => s.insert_str(0, p),
+                NormOp::Prepend(_) => {}
+                NormOp::Replace(from, to) if !from.is_empty() => s = s.replace(from.as_str(), to),
+                NormOp::Replace(..) => {}
+            }
+        }
+        let Some(m) = &self.metaspace else {
+            self.bpe.encode_piece(&s, out);
+            return;
+        };
+        let mut s: String = s.chars().map(|c| if c == ' ' { m.replacement } else { c }).collect();
+        let prepend = match m.prepend {
+            PrependScheme::Always => true,
+            PrependScheme::First => at_start,
+            PrependScheme::Never => false,
+        };
+        if prepend && !s.is_empty() && !s.starts_with(m.replacement) {
+            s.insert(0, m.replacement);
+        }
+        if !m.split {
+            self.bpe.encode_piece(&s, out);
+            return;
+        }
+        let mut start = 0;
+        for (i, c) in s.char_indices() {
+            if c == m.replacement && i > start {
+                self.bpe.encode_piece(&s[start..i], out);
+                start = i;
+            }
+        }
+        self.bpe.encode_piece(&s[start..], out);
+    }
+}
+
 /// The byte of a byte piece `<0xAB>`.
-fn byte_piece(token: &str) -> Option<u8> {
+pub(crate) fn byte_piece(token: &str) -> Option<u8> {
     let hex = token.strip_prefix("<0x")?.strip_suffix('>')?;
     if hex.len() != 2 {
         return None;
