@@ -183,6 +183,18 @@ fn sentencepiece_from_gguf_matches_sentencepiece_and_hf() {
     }
     assert_eq!((tok.bos(), tok.eos(), tok.add_bos()), (Some(1), Some(2), true));
     assert!(tok.is_eos(2) && tok.is_special(0) && tok.is_control(1));
+    // Without the special-token keys, llama.cpp's SentencePiece defaults apply.
+    let file = GgufFile::open(root().join("tests/fixtures/tokenizer/spm.gguf")).unwrap();
+    let bare: Metadata = file
+        .gguf()
+        .metadata()
+        .iter()
+        .filter(|(k, _)| !k.ends_with("_token_id") && !k.ends_with("add_bos_token"))
+        .map(|(k, v)| (k, v.clone()))
+        .collect();
+    let tok = Tokenizer::from_gguf(&bare).unwrap();
+    assert_eq!((tok.bos(), tok.eos(), tok.add_bos()), (Some(1), Some(2), true));
+    assert_eq!(tok.encode("Hello world", true), ids(&corpus["cases"][1]["ids"]));
 }
 
 /// The cases that came with the model fixtures (tests/fixtures/models/{arch}.tokens.json).

@@ -5,7 +5,8 @@
 //! (optional: GPT-2's split), for `llama` `scores` (one per token) and `add_space_prefix`
 //! (optional: true), and `bos_token_id`, `eos_token_id`, `eot_token_id`, `eom_token_id`,
 //! `unknown_token_id` (optional; a negative id or `u32::MAX` means none), `add_bos_token`
-//! (optional: false).
+//! (optional: false). A SentencePiece vocabulary without them gets llama.cpp's defaults: bos 1,
+//! eos 2, the token typed unknown, and BOS added.
 //!
 //! Control (3) and unknown (2) tokens are matched in text when parsing specials, user-defined
 //! (4) tokens always (llama.cpp's `tokenizer_st_partition`); the converter stores user-defined
@@ -73,7 +74,10 @@ impl Tokenizer {
                 return Err(TokenizerError::ScoreCountMismatch { scores: scores.len(), tokens: n });
             }
             let add_space_prefix = meta.opt_as::<bool>(&key("add_space_prefix"))?.unwrap_or(true);
-            let unk = unk.or_else(|| kinds.iter().position(|k| *k == TokenKind::Unknown).map(|i| i as u32));
+            let unk = match meta.get(&key("unknown_token_id")) {
+                None => kinds.iter().position(|k| *k == TokenKind::Unknown).map(|i| i as u32),
+                Some(_) => unk,
+            };
             Model::SentencePiece(Spm::new(tokens, &kinds, scores, unk, add_space_prefix))
         } else {
             let merge_lines = meta.get_str_array(&key("merges"))?;
@@ -105,11 +109,20 @@ impl Tokenizer {
             })
             .collect();
 
-        let bos = opt_id(meta, &key("bos_token_id"), n)?;
-        let eos = opt_id(meta, &key("eos_token_id"), n)?;
+        // SentencePiece files without the keys get llama.cpp's defaults: bos 1, eos 2, BOS added.
+        let spm = matches!(model, Model::SentencePiece(_));
+        let default_id = |id: u32| (spm && (id as usize) < n).then_some(id);
+        let bos = match meta.get(&key("bos_token_id")) {
+            None => default_id(1),
+            Some(_) => opt_id(meta, &key("bos_token_id"), n)?,
+        };
+        let eos = match meta.get(&key("eos_token_id")) {
+            None => default_id(2),
+            Some(_) => opt_id(meta, &key("eos_token_id"), n)?,
+        };
         let eot = opt_id(meta, &key("eot_token_id"), n)?;
         let eom = opt_id(meta, &key("eom_token_id"), n)?;
-        let add_bos = meta.opt_as::<bool>(&key("add_bos_token"))?.unwrap_or(false);
+        let add_bos = meta.opt_as::<bool>(&key("add_bos_token"))?.unwrap_or(spm);
 
         Tokenizer::assemble(Parts {
             tokens: tokens.to_vec(),
