@@ -488,3 +488,39 @@ proptest::proptest! {
         proptest::prop_assert_eq!(&hf.encode(&text, false), &ids);
     }
 }
+
+/// GGUF pre-tokenizer names beyond the fixtures' own (tests/fixtures/tokenizer/pre-variants.json,
+/// tools/fixtures/make_pre_variants.py): the llama fixture's vocabulary with
+/// `tokenizer.ggml.pre` set to each name encodes as HF `tokenizers` does with the pre-tokenizer
+/// the models using that name ship (SmolLM: digits one by one, then GPT-2's split).
+#[test]
+fn other_gguf_pre_names_match_hf_tokenizers() {
+    let corpus = read_json("tests/fixtures/tokenizer/pre-variants.json");
+    let variants = corpus["variants"].as_object().unwrap();
+    assert!(variants.contains_key("smollm"));
+    for (name, variant) in variants {
+        let mut meta = gguf_meta("llama");
+        meta.set("tokenizer.ggml.pre", name.as_str());
+        let tok = Tokenizer::from_gguf(&meta).unwrap();
+        let mut failures = Vec::new();
+        let cases = variant["cases"].as_array().unwrap();
+        for case in cases {
+            let text = case["text"].as_str().unwrap();
+            compare(
+                &tok,
+                &format!("HF ({name})"),
+                text,
+                &ids(&case["ids"]),
+                case["decoded"].as_str().unwrap(),
+                &mut failures,
+            );
+        }
+        assert!(
+            failures.is_empty(),
+            "{name}: {} of {} disagree:\n{}",
+            failures.len(),
+            cases.len(),
+            failures.join("\n")
+        );
+    }
+}

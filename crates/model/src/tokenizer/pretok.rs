@@ -27,7 +27,7 @@ pub(crate) const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{
 
 /// The `tokenizer.ggml.pre` values this reader knows, for error messages.
 pub const SUPPORTED_GGUF_PRE: &[&str] =
-    &["qwen2", "llama-bpe", "llama3", "llama-v3", "falcon3", "gpt2", "gpt-2", "default"];
+    &["qwen2", "llama-bpe", "llama3", "llama-v3", "falcon3", "smollm", "gpt2", "gpt-2", "default"];
 
 /// One step of a pre-tokenizer.
 #[derive(Debug, Clone)]
@@ -70,11 +70,14 @@ impl PreTokenizer {
     /// falls back to its default). Qwen2 also normalizes to NFC, as Qwen2's `tokenizer.json`
     /// does (llama.cpp does not; see the module docs of [`super`]). Llama 3 ignores merges for
     /// pieces that are whole vocabulary entries, as its `tokenizer.json` and llama.cpp do.
+    /// SmolLM splits digits one by one before GPT-2's split (its `tokenizer.json`: `Digits`
+    /// with `individual_digits`, then `ByteLevel` with the regex; llama.cpp's `smollm`).
     pub(crate) fn for_gguf(name: Option<&str>) -> Result<GgufPre, TokenizerError> {
-        let (pattern, nfc, ignore_merges) = match name {
-            Some("qwen2") => (QWEN2_PATTERN, true, false),
-            Some("llama-bpe" | "llama3" | "llama-v3" | "falcon3") => (LLAMA3_PATTERN, false, true),
-            Some("gpt2" | "gpt-2" | "default") | None => (GPT2_PATTERN, false, false),
+        let (patterns, nfc, ignore_merges): (&[&str], bool, bool) = match name {
+            Some("qwen2") => (&[QWEN2_PATTERN], true, false),
+            Some("llama-bpe" | "llama3" | "llama-v3" | "falcon3") => (&[LLAMA3_PATTERN], false, true),
+            Some("smollm") => (&[r"\p{N}", GPT2_PATTERN], false, false),
+            Some("gpt2" | "gpt-2" | "default") | None => (&[GPT2_PATTERN], false, false),
             Some(other) => {
                 return Err(TokenizerError::UnknownPre {
                     name: other.to_owned(),
@@ -82,7 +85,8 @@ impl PreTokenizer {
                 })
             }
         };
-        Ok(GgufPre { pre: PreTokenizer::new(nfc, vec![Stage::split(pattern)?]), ignore_merges })
+        let stages = patterns.iter().map(|p| Stage::split(p)).collect::<Result<_, _>>()?;
+        Ok(GgufPre { pre: PreTokenizer::new(nfc, stages), ignore_merges })
     }
 
     /// Normalizes `text` and splits it into byte-level pieces, appended to `out`.
