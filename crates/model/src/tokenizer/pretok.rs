@@ -25,9 +25,29 @@ pub(crate) const QWEN2_PATTERN: &str =
 /// Llama 3's split (llama.cpp `LLAMA_VOCAB_PRE_TYPE_LLAMA3`): digits in runs of up to three.
 pub(crate) const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
+/// DeepSeek V3's split (llama.cpp `LLAMA_VOCAB_PRE_TYPE_DEEPSEEK3_LLM`; DeepSeek-R1-Distill-Qwen
+/// ships it in a Qwen2-architecture model): digit runs of up to three, CJK and kana runs, then a
+/// GPT-4-like split that keeps combining marks with letters.
+pub(crate) const DEEPSEEK3_PATTERNS: [&str; 3] = [
+    r"\p{N}{1,3}",
+    "[\u{4e00}-\u{9fa5}\u{3040}-\u{309f}\u{30a0}-\u{30ff}]+",
+    r##"[!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+| ?[\p{P}\p{S}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"##,
+];
+
 /// The `tokenizer.ggml.pre` values this reader knows, for error messages.
-pub const SUPPORTED_GGUF_PRE: &[&str] =
-    &["qwen2", "llama-bpe", "llama3", "llama-v3", "falcon3", "smollm", "gpt2", "gpt-2", "default"];
+pub const SUPPORTED_GGUF_PRE: &[&str] = &[
+    "qwen2",
+    "llama-bpe",
+    "llama3",
+    "llama-v3",
+    "falcon3",
+    "smollm",
+    "deepseek-r1-qwen",
+    "deepseek-v3",
+    "gpt2",
+    "gpt-2",
+    "default",
+];
 
 /// One step of a pre-tokenizer.
 #[derive(Debug, Clone)]
@@ -71,12 +91,14 @@ impl PreTokenizer {
     /// does (llama.cpp does not; see the module docs of [`super`]). Llama 3 ignores merges for
     /// pieces that are whole vocabulary entries, as its `tokenizer.json` and llama.cpp do.
     /// SmolLM splits digits one by one before GPT-2's split (its `tokenizer.json`: `Digits`
-    /// with `individual_digits`, then `ByteLevel` with the regex; llama.cpp's `smollm`).
+    /// with `individual_digits`, then `ByteLevel` with the regex; llama.cpp's `smollm`);
+    /// DeepSeek's names take [`DEEPSEEK3_PATTERNS`].
     pub(crate) fn for_gguf(name: Option<&str>) -> Result<GgufPre, TokenizerError> {
         let (patterns, nfc, ignore_merges): (&[&str], bool, bool) = match name {
             Some("qwen2") => (&[QWEN2_PATTERN], true, false),
             Some("llama-bpe" | "llama3" | "llama-v3" | "falcon3") => (&[LLAMA3_PATTERN], false, true),
             Some("smollm") => (&[r"\p{N}", GPT2_PATTERN], false, false),
+            Some("deepseek-r1-qwen" | "deepseek-v3") => (&DEEPSEEK3_PATTERNS, false, false),
             Some("gpt2" | "gpt-2" | "default") | None => (&[GPT2_PATTERN], false, false),
             Some(other) => {
                 return Err(TokenizerError::UnknownPre {
@@ -174,6 +196,27 @@ mod tests {
         assert_eq!(split(QWEN2_PATTERN, "x   y  "), ["x", "ĠĠ", "Ġy", "ĠĠ"]);
         // As HF's ByteLevel: `\s+(?!\S)` backs off one newline, which then stands alone.
         assert_eq!(split(GPT2_PATTERN, "it's\n\nok"), ["it", "'s", "Ċ", "Ċ", "ok"]);
+    }
+
+    /// The splits of GGUF names beyond the fixtures' own equal HF's pre-tokenizers for the
+    /// models that use them, piece for piece (tests/fixtures/tokenizer/pre-variants.json).
+    #[test]
+    fn gguf_pre_names_split_as_hf_pre_tokenizers() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tokenizer/pre-variants.json");
+        let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let variants = json["variants"].as_object().unwrap();
+        assert!(variants.len() >= 2);
+        for (name, v) in variants {
+            let pre = PreTokenizer::for_gguf(Some(name)).unwrap().pre;
+            for case in v["cases"].as_array().unwrap() {
+                let text = case["text"].as_str().unwrap();
+                let want: Vec<&str> = case["pieces"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+                let mut got = Vec::new();
+                pre.pieces_into(text, &mut got);
+                assert_eq!(got, want, "{name}: {text:?}");
+            }
+        }
     }
 
     #[test]
