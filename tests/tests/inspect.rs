@@ -23,6 +23,7 @@ fn every_fixture_is_described_and_lowers() {
         let p = file_params(fx);
         assert!(field(out, "shape").starts_with(&format!("{} layers,", p.n_layers)), "{label}: {out}");
         assert!(field(out, "lowering").starts_with("ok ("), "{label}: {out}");
+        assert!(field(out, "tokenizer").starts_with("byte-level BPE, "), "{label}: {out}");
         let format = field(out, "format");
         assert!(format.starts_with(if fx.hf { "hf-safetensors" } else { "gguf v3" }), "{label}: {format}");
         let tensors = file_tensors(fx);

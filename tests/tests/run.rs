@@ -215,6 +215,11 @@ fn a_sentencepiece_vocabulary_model_runs() {
     let model = dir.join("llama-spm.gguf");
     write_gguf_file(&model, &meta, &tensors).unwrap();
     let m = model.to_str().unwrap();
+    let described = apr_ir(["inspect", m]).ok().to_string();
+    assert!(
+        described.contains("\ntokenizer    SentencePiece BPE, 512 tokens, 0 merges; bos 1 (added to prompts)"),
+        "{described}"
+    );
 
     let corpus: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(fixture("tokenizer/spm.json")).unwrap()).unwrap();

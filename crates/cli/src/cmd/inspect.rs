@@ -103,6 +103,23 @@ pub fn run(args: Args) -> Result<()> {
                 Ok(g) => println!("lowering     ok ({} nodes, {} compute)", g.nodes.len(), g.stats().compute_nodes),
                 Err(e) => println!("lowering     not possible: {e}"),
             }
+            match model.tokenizer() {
+                Ok(t) => {
+                    let bos = match t.bos() {
+                        Some(id) if t.add_bos() => format!("bos {id} (added to prompts)"),
+                        Some(id) => format!("bos {id}"),
+                        None => "no bos".into(),
+                    };
+                    println!(
+                        "tokenizer    {}, {} tokens, {} merges; {bos}; stops at {:?}",
+                        t.family(),
+                        t.vocab_size(),
+                        t.merge_count(),
+                        t.eos_ids()
+                    );
+                }
+                Err(e) => println!("tokenizer    not usable: {e} (run takes --tokens instead of --prompt)"),
+            }
         }
         Err(e) => println!("lowering     not possible: {e}"),
     }

@@ -320,6 +320,15 @@ impl Tokenizer {
         self.tokens.len()
     }
 
+    /// Which kind of tokenizer this is, in words (`inspect` prints it).
+    pub fn family(&self) -> &'static str {
+        match &self.model {
+            Model::ByteLevel { .. } => "byte-level BPE",
+            Model::SentencePiece(_) => "SentencePiece BPE",
+            Model::HfSentencePiece(_) => "SentencePiece-style BPE (byte fallback)",
+        }
+    }
+
     /// Number of BPE merges (0 for SentencePiece, which merges by piece score).
     pub fn merge_count(&self) -> usize {
         match &self.model {
