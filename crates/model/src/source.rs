@@ -4,7 +4,9 @@
 
 use crate::chat::ChatTemplate;
 use crate::gguf::{GgufFile, Metadata};
-use crate::lower::{lower, ArchParams, LowerError, LowerOptions, MetaSource, ParamError, TensorTable};
+use crate::lower::{
+    hf_llama3_rope_factors, lower, ArchParams, LowerError, LowerOptions, MetaSource, ParamError, TensorTable,
+};
 use crate::safetensors::HfDir;
 use crate::tokenizer::Tokenizer;
 use crate::ModelError;
@@ -57,6 +59,12 @@ impl Model {
                     }
                 }
                 tensors.insert(info.name(), dtype, shape);
+            }
+            // Llama 3's rope scaling: the per-frequency factors a GGUF conversion would store.
+            if let Some(factors) = hf_llama3_rope_factors(&JsonMeta(hf.config()), &params)? {
+                let freqs = "model.rope_freqs.weight";
+                tensors.insert(freqs, Ok(DType::F32), vec![factors.len() as u64]);
+                widened.insert(freqs.to_string(), factors.iter().flat_map(|f| f.to_le_bytes()).collect());
             }
             let name = path.file_name().and_then(|s| s.to_str()).unwrap_or("model").to_string();
             return Ok(Model { file: ModelFile::Hf(hf), name, params, tensors, widened });
@@ -185,5 +193,46 @@ impl MetaSource for JsonMeta<'_> {
                 .map(|s| Some(s.to_string()))
                 .ok_or_else(|| invalid(key, format!("expected a string, got {v}"))),
         }
+    }
+}
+
+#[cfg(test)]
+mod rope_tests {
+    use super::JsonMeta;
+    use crate::lower::{hf_llama3_rope_factors, ArchParams};
+    use serde_json::json;
+
+    fn params(config: &serde_json::Value) -> ArchParams {
+        ArchParams::from_hf(&JsonMeta(config)).unwrap()
+    }
+
+    /// Both config layouts (transformers 4's `rope_scaling` with a top-level `rope_theta`, and
+    /// transformers 5's `rope_parameters`) give the same factors: 1 for short wavelengths,
+    /// `factor` for long ones, a ramp between; other rope types give none; bad values are errors.
+    #[test]
+    fn llama3_rope_factors_from_either_config_layout() {
+        let base = json!({"model_type": "llama", "hidden_size": 256, "num_attention_heads": 8,
+            "num_hidden_layers": 2, "intermediate_size": 256, "vocab_size": 512, "head_dim": 32});
+        let scaling = json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 64});
+        let mut old = base.clone();
+        old["rope_theta"] = json!(10000.0);
+        old["rope_scaling"] = scaling.clone();
+        let mut new = base.clone();
+        new["rope_parameters"] = scaling.clone();
+        new["rope_parameters"]["rope_theta"] = json!(10000.0);
+        let a = hf_llama3_rope_factors(&JsonMeta(&old), &params(&old)).unwrap().unwrap();
+        let b = hf_llama3_rope_factors(&JsonMeta(&new), &params(&new)).unwrap().unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.len(), 16);
+        assert_eq!((a[0], a[1], a[15]), (1.0, 1.0, 8.0));
+        assert!(a.iter().any(|&f| f > 1.0 && f < 8.0) && a.windows(2).all(|w| w[0] <= w[1]), "{a:?}");
+
+        let mut plain = base.clone();
+        plain["rope_theta"] = json!(10000.0);
+        assert_eq!(hf_llama3_rope_factors(&JsonMeta(&plain), &params(&plain)).unwrap(), None);
+        let mut bad = new.clone();
+        bad["rope_parameters"]["high_freq_factor"] = json!(0.5);
+        assert!(hf_llama3_rope_factors(&JsonMeta(&bad), &params(&bad)).is_err());
     }
 }

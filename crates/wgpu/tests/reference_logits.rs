@@ -135,6 +135,22 @@ fn hf_dirs() {
     check(&fixtures().join("hf/llama-tiny"), "llama", "llama-hf", &GpuOptions::default());
 }
 
+/// Llama 3's rope scaling from an HF config (per-frequency factors computed at open; see
+/// `llama3_rope_scaling_hf_dir` in the CPU tests): llama-tiny's files with
+/// tests/fixtures/hf/llama-rope3.config.json, at every level.
+#[test]
+fn llama3_rope_scaling_hf_dir() {
+    let dir = std::env::temp_dir().join(format!("apr-ir-wgpu-llama-rope3-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(fixtures().join("hf/llama-tiny")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+    }
+    std::fs::copy(fixtures().join("hf/llama-rope3.config.json"), dir.join("config.json")).unwrap();
+    check(&dir, "llama", "llama-rope3-hf", &GpuOptions::default());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn weights_over_the_binding_limit_are_split_not_dropped() {
     // 64 KiB bindings: the 512x256 f32 embedding/LM head (512 KiB) becomes 8 pieces.

@@ -8,7 +8,7 @@ mod decoder;
 mod params;
 
 pub use decoder::{lower, LowerOptions};
-pub use params::{Arch, ArchParams, MetaSource, Naming, ParamError};
+pub use params::{hf_llama3_rope_factors, Arch, ArchParams, MetaSource, Naming, ParamError};
 
 use apr_ir::DType;
 use std::collections::BTreeMap;

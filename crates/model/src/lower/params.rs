@@ -267,7 +267,8 @@ fn hf_rope_scaling(config: &dyn MetaSource) -> Result<f64, ParamError> {
     let factor_key =
         if config.float("rope_scaling.factor")?.is_some() { "rope_scaling.factor" } else { "rope_parameters.factor" };
     match kind.as_deref() {
-        None | Some("default") => Ok(1.0),
+        // llama3: per-frequency factors, given to the lowering as a tensor (`hf_llama3_rope_factors`).
+        None | Some("default" | "llama3") => Ok(1.0),
         Some("linear") => {
             let f = config.float(factor_key)?.ok_or(ParamError::Missing(factor_key.into()))?;
             if !(f.is_finite() && f > 0.0) {
@@ -277,7 +278,66 @@ fn hf_rope_scaling(config: &dyn MetaSource) -> Result<f64, ParamError> {
         }
         Some(other) => Err(ParamError::Invalid {
             key: "rope_scaling".into(),
-            reason: format!("{other:?} is not supported (default, linear)"),
+            reason: format!("{other:?} is not supported (default, linear, llama3)"),
         }),
     }
+}
+
+/// Llama 3.1/3.2's rope scaling from an HF `config.json` (`rope_type: "llama3"` under
+/// `rope_scaling` or, in transformers 5, `rope_parameters`): the factor each of the
+/// `head_dim / 2` rotary frequencies is divided by, as llama.cpp's converter writes them into a
+/// GGUF's `rope_freqs.weight` (and as transformers scales `inv_freq`): wavelengths shorter than
+/// `original_max_position_embeddings / high_freq_factor` keep 1, longer than
+/// `… / low_freq_factor` get `factor`, and those between a smooth ramp. `None` for any other
+/// rope type. Computed in f64, rounded once to f32.
+pub fn hf_llama3_rope_factors(config: &dyn MetaSource, p: &ArchParams) -> Result<Option<Vec<f32>>, ParamError> {
+    let kind = config
+        .string("rope_scaling.type")?
+        .or(config.string("rope_scaling.rope_type")?)
+        .or(config.string("rope_parameters.rope_type")?);
+    if kind.as_deref() != Some("llama3") {
+        return Ok(None);
+    }
+    let section = if config.string("rope_scaling.rope_type")?.is_some() || config.string("rope_scaling.type")?.is_some()
+    {
+        "rope_scaling"
+    } else {
+        "rope_parameters"
+    };
+    let get = |k: &str, default: f64| -> Result<f64, ParamError> {
+        let key = format!("{section}.{k}");
+        let v = config.float(&key)?.unwrap_or(default);
+        if v.is_finite() && v > 0.0 {
+            Ok(v)
+        } else {
+            Err(ParamError::Invalid { key, reason: format!("{v} must be positive") })
+        }
+    };
+    let factor = get("factor", 8.0)?;
+    let (low, high) = (get("low_freq_factor", 1.0)?, get("high_freq_factor", 4.0)?);
+    let old_context = get("original_max_position_embeddings", 8192.0)?;
+    if high <= low {
+        return Err(ParamError::Invalid {
+            key: format!("{section}.high_freq_factor"),
+            reason: format!("{high} must exceed low_freq_factor {low}"),
+        });
+    }
+    let (low_wavelen, high_wavelen) = (old_context / low, old_context / high);
+    let dim = p.head_dim as f64;
+    let factors = (0..p.head_dim / 2)
+        .map(|i| {
+            let freq = 1.0 / p.rope_theta.powf(2.0 * i as f64 / dim);
+            let wavelen = 2.0 * std::f64::consts::PI / freq;
+            let f = if wavelen < high_wavelen {
+                1.0
+            } else if wavelen > low_wavelen {
+                factor
+            } else {
+                let smooth = (old_context / wavelen - low) / (high - low);
+                1.0 / ((1.0 - smooth) / factor + smooth)
+            };
+            f as f32
+        })
+        .collect();
+    Ok(Some(factors))
 }
