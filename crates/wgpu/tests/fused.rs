@@ -8,7 +8,8 @@
 //! the head dimension, grouped-query attention over more than one 256-position tile) are fused
 //! by `apr_ir::fuse` at -O1 and -O2; the test checks that each region became the kernel it
 //! should, runs the groups on the GPU in capture mode for several steps, and holds every group
-//! output to the CPU's value of that node (NMSE, per kernel kind, see [`limit`]). Weights split
+//! output to the CPU's value of that node (NMSE, per kernel kind, see [`limit`], or the bound
+//! of a group whose outputs it reads where that is looser, see [`limits`]). Weights split
 //! across bindings (a pretend binding limit) run too, the two weights of a SwiGLU projection
 //! with different dtypes and so different piece boundaries.
 //!
@@ -146,6 +147,42 @@ fn limit(k: &Kernel) -> f64 {
     }
 }
 
+/// The NMSE each group's outputs are held to: its kernel's [`limit`], or more where it reads
+/// another group's outputs, whose error reaches it unchanged in relative terms (a SwiGLU over
+/// two matvec outputs inherits their rounding; when a dot product cancels to a small value,
+/// that is a large relative error, and with one output row nothing averages it out).
+fn limits(graph: &Graph, groups: &[Group]) -> Vec<f64> {
+    let producer: HashMap<NodeId, usize> =
+        groups.iter().enumerate().flat_map(|(gi, g)| g.covers.iter().map(move |&c| (c, gi))).collect();
+    fn group_limit(
+        gi: usize,
+        graph: &Graph,
+        groups: &[Group],
+        producer: &HashMap<NodeId, usize>,
+        memo: &mut [Option<f64>],
+    ) -> f64 {
+        if let Some(v) = memo[gi] {
+            return v;
+        }
+        let g = &groups[gi];
+        let mut v = limit(&g.kernel);
+        let mut stack: Vec<NodeId> =
+            g.covers.iter().flat_map(|&c| graph.nodes[c.index()].inputs.iter().copied()).collect();
+        while let Some(i) = stack.pop() {
+            match producer.get(&i) {
+                Some(&p) if p == gi => {}
+                Some(&p) => v = v.max(group_limit(p, graph, groups, producer, memo)),
+                // A view or a leaf: look through a view to what it reads.
+                None => stack.extend(graph.nodes[i.index()].inputs.iter().copied()),
+            }
+        }
+        memo[gi] = Some(v);
+        v
+    }
+    let mut memo = vec![None; groups.len()];
+    (0..groups.len()).map(|gi| group_limit(gi, graph, groups, &producer, &mut memo)).collect()
+}
+
 fn gpu(opts: &GpuOptions) -> Option<Gpu> {
     match Gpu::open(opts) {
         Ok(g) => Some(g),
@@ -211,16 +248,16 @@ fn run(test: &str, suite: Suite, opts: &GpuOptions, steps: u32) {
             }
         }
         let nmse = |id: &NodeId| acc.get(id).map_or(0.0, |(e, n)| if *n > 0.0 { e / n } else { *e });
-        for grp in &groups {
+        let bounds = limits(&graph, &groups);
+        for (grp, &bound) in groups.iter().zip(&bounds) {
             for o in &grp.outputs {
                 let v = nmse(o);
-                if v > limit(&grp.kernel) {
+                if v > bound {
                     failures.push(format!(
-                        "-O{}: {} ({}): NMSE {v:.3e} over {:.0e}",
+                        "-O{}: {} ({}): NMSE {v:.3e} over {bound:.0e}",
                         level.number(),
                         graph.nodes[o.index()].name,
                         grp.kernel.name(),
-                        limit(&grp.kernel)
                     ));
                 }
             }
