@@ -103,24 +103,18 @@ fn llama_hf_dir() {
     check(&fixtures().join("hf/llama-tiny"), "llama", "llama-hf");
 }
 
-/// Llama 3.1/3.2's rope scaling (`rope_type: "llama3"`) in an HF directory: llama-tiny's files
-/// with tests/fixtures/hf/llama-rope3.config.json (tools/fixtures/make_rope_llama3.py), whose
-/// per-frequency factors the model reader computes as llama.cpp's converter would store them,
-/// against transformers' float64 logits with that scaling (which differ from the unscaled ones).
+/// Llama 3.1/3.2's rope scaling (`rope_type: "llama3"`) in an HF directory:
+/// tests/fixtures/hf/llama-rope3 (llama-tiny's files, linked, with a config that scales;
+/// tools/fixtures/make_rope_llama3.py), whose per-frequency factors the model reader computes
+/// as llama.cpp's converter would store them, against transformers' float64 logits with that
+/// scaling (which differ from the unscaled ones).
 #[test]
 fn llama3_rope_scaling_hf_dir() {
-    let dir = std::env::temp_dir().join(format!("apr-ir-llama-rope3-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    for entry in std::fs::read_dir(fixtures().join("hf/llama-tiny")).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
-    }
-    std::fs::copy(fixtures().join("hf/llama-rope3.config.json"), dir.join("config.json")).unwrap();
+    let dir = fixtures().join("hf/llama-rope3");
     let model = Model::open(&dir).unwrap();
     let factors = model.tensors.get("model.rope_freqs.weight").expect("no rope factors");
     assert_eq!(factors.shape, vec![16]);
     check(&dir, "llama", "llama-rope3-hf");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// The opt-in 16-bit activations on the quantized fixtures (the only ones they change): the

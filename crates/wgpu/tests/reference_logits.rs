@@ -136,19 +136,10 @@ fn hf_dirs() {
 }
 
 /// Llama 3's rope scaling from an HF config (per-frequency factors computed at open; see
-/// `llama3_rope_scaling_hf_dir` in the CPU tests): llama-tiny's files with
-/// tests/fixtures/hf/llama-rope3.config.json, at every level.
+/// `llama3_rope_scaling_hf_dir` in the CPU tests): tests/fixtures/hf/llama-rope3, at every level.
 #[test]
 fn llama3_rope_scaling_hf_dir() {
-    let dir = std::env::temp_dir().join(format!("apr-ir-wgpu-llama-rope3-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    for entry in std::fs::read_dir(fixtures().join("hf/llama-tiny")).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
-    }
-    std::fs::copy(fixtures().join("hf/llama-rope3.config.json"), dir.join("config.json")).unwrap();
-    check(&dir, "llama", "llama-rope3-hf", &GpuOptions::default());
-    std::fs::remove_dir_all(&dir).unwrap();
+    check(&fixtures().join("hf/llama-rope3"), "llama", "llama-rope3-hf", &GpuOptions::default());
 }
 
 #[test]

@@ -44,7 +44,6 @@ struct Bigram {
     right: usize,
     /// Bytes of the merged text (a merge is stale once either side has changed).
     len: usize,
-    id: u32,
 }
 
 impl Eq for Bigram {}
@@ -123,7 +122,7 @@ impl Spm {
                 if let Some(&id) = lookup.get(text) {
                     if self.mergeable.get(id as usize) == Some(&true) {
                         let score = self.scores.get(id as usize).copied().unwrap_or(f32::NEG_INFINITY);
-                        queue.push(Bigram { score, left: l, right: r, len: text.len(), id });
+                        queue.push(Bigram { score, left: l, right: r, len: text.len() });
                     }
                 }
             };
