@@ -50,14 +50,24 @@ pub fn fixture(rel: &str) -> PathBuf {
 }
 
 /// The fixture architectures, as named in the file names.
-pub const ARCHS: [&str; 2] = ["qwen2", "llama"];
+pub const ARCHS: [&str; 3] = ["qwen2", "llama", "qwen3"];
 /// The quantizations the GGUF fixtures come in.
 pub const FIXTURE_QUANTS: [&str; 4] = ["f32", "f16", "q8_0", "q4_k"];
+
+/// The GGUF fixture types of an architecture: qwen3's fixtures (tools/fixtures/make_qwen3.py)
+/// have no f32 file.
+pub fn fixture_quants(arch: &str) -> &'static [&'static str] {
+    if arch == "qwen3" {
+        &FIXTURE_QUANTS[1..]
+    } else {
+        &FIXTURE_QUANTS
+    }
+}
 
 /// A fixture model: a GGUF file or an HF directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fixture {
-    /// `qwen2` or `llama`.
+    /// `qwen2`, `llama` or `qwen3`.
     pub arch: &'static str,
     /// Path of the GGUF file or HF directory.
     pub path: PathBuf,
@@ -81,7 +91,7 @@ impl Fixture {
 pub fn gguf_fixtures() -> Vec<Fixture> {
     let mut out = Vec::new();
     for arch in ARCHS {
-        for q in FIXTURE_QUANTS {
+        for &q in fixture_quants(arch) {
             let path = fixture(&format!("models/{arch}-{q}.gguf"));
             assert!(path.is_file(), "fixture {} is missing (see tools/fixtures/README.md)", path.display());
             out.push(Fixture { arch, path, hf: false });
@@ -90,7 +100,7 @@ pub fn gguf_fixtures() -> Vec<Fixture> {
     out
 }
 
-/// Both HF fixture directories (`tests/fixtures/hf/{arch}-tiny/`).
+/// The HF fixture directories (`tests/fixtures/hf/{arch}-tiny/`).
 pub fn hf_fixtures() -> Vec<Fixture> {
     ARCHS
         .iter()

@@ -277,6 +277,39 @@ fn reports_and_repro_round_trip() {
 /// fault the gate sees fails it with exit 2 and one line naming the node the checker finds
 /// (the fault is injected into the GPU schedule; neither the gate nor the checker is told);
 /// `--skip-parity-gate` runs the same broken GPU anyway, with a warning.
+/// Qwen3's per-head q/k RMSNorm (one fused `rms_norm` per head at -O1/-O2): a fault in any
+/// of its six nodes — inside the fused kernel or at its output — is named, with its cause.
+#[test]
+fn qwen3_head_norm_faults_are_named() {
+    if !gpu_available() {
+        return;
+    }
+    let fx = gguf_fixtures().into_iter().find(|f| f.label() == "qwen3-q8_0").unwrap();
+    let mut cases = Vec::new();
+    for level in [0u8, 1, 2] {
+        for node in ["square", "mean", "eps_add", "rsqrt", "normalize"] {
+            cases.push((level, format!("blk.1.attn_q_norm.{node}"), "scale", "kernel"));
+        }
+        cases.push((level, "blk.1.attn_k_norm".to_string(), "sign", "kernel"));
+        cases.push((level, "blk.0.attn_k_norm.rsqrt".to_string(), "nan", "nonfinite"));
+    }
+    let results = par_map(&cases, |(level, name, kind, _)| {
+        let d = TempDir::new(&format!("qwen3-norm-{level}-{name}-{kind}"));
+        let fault = format!("{name}:{kind}");
+        let (code, v, _) =
+            check(&fx.path, &["--positions", "4", &format!("-O{level}"), "--inject-fault", &fault], &d, "r");
+        let c = &v["culprit"];
+        (code, c["name"].as_str().unwrap_or("-").to_string(), c["cause"].as_str().unwrap_or("-").to_string())
+    });
+    for ((level, name, kind, cause), (code, got, got_cause)) in cases.iter().zip(&results) {
+        assert_eq!(
+            (*code, got.as_str(), got_cause.as_str()),
+            (Some(1), name.as_str(), *cause),
+            "-O{level} {name}:{kind}"
+        );
+    }
+}
+
 #[test]
 fn parity_gate_names_the_culprit() {
     if !gpu_available() {

@@ -145,7 +145,7 @@ fn hf_directories_fuse_like_gguf_files() {
 #[test]
 fn every_fixture_compiles_to_the_contract() {
     let fixtures = all_fixtures();
-    assert_eq!(fixtures.len(), 10);
+    assert_eq!(fixtures.len(), 14, "8 qwen2/llama GGUFs, 3 qwen3 GGUFs, 3 HF directories");
     par_map(&fixtures, check_fixture);
 }
 

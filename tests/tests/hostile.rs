@@ -312,7 +312,7 @@ fn bad_usage_exits_2() {
     let out = dir.join("x.gguf");
     let o = out.to_str().unwrap();
     for (args, needle) in [
-        (vec!["synth", "--arch", "qwen3", "--preset", "tiny", "--quant", "q4_k", "-o", o], "qwen3"),
+        (vec!["synth", "--arch", "gemma2", "--preset", "tiny", "--quant", "q4_k", "-o", o], "gemma2"),
         (vec!["synth", "--arch", "qwen2", "--preset", "huge", "--quant", "q4_k", "-o", o], "huge"),
         (vec!["synth", "--arch", "qwen2", "--preset", "tiny", "--quant", "q3_k", "-o", o], "q3_k"),
         (vec!["compile", m, "--arch", "qwen2", "--preset", "tiny"], "either"),

@@ -64,8 +64,8 @@ fn lowering_follows_the_files() {
         let angles: Vec<&apr_ir::Node> = g.nodes.iter().filter(|n| matches!(n.op, Op::RopeAngles { .. })).collect();
         assert_eq!(angles.len(), 1, "{label}: one rope_angles node");
         let Op::RopeAngles { mode, theta_base, .. } = angles[0].op else { unreachable!() };
-        // GGUF llama q/k rows are permuted into the interleaved (GPT-J) pairing; qwen2 GGUFs
-        // and HF checkpoints use NeoX's rotate_half.
+        // GGUF llama q/k rows are permuted into the interleaved (GPT-J) pairing; qwen2/qwen3
+        // GGUFs and HF checkpoints use NeoX's rotate_half.
         let want_mode = if fx.arch == "llama" && !fx.hf { RopeMode::Interleaved } else { RopeMode::Neox };
         assert_eq!(mode, want_mode, "{label}: rope mode");
         assert_eq!(theta_base, p.rope_theta, "{label}: rope theta must be the file's value");
@@ -79,7 +79,9 @@ fn lowering_follows_the_files() {
 
         // Every RMSNorm adds the file's epsilon (as stored: f32 in GGUF, the JSON number in HF).
         let eps_adds: Vec<&apr_ir::Node> = g.nodes.iter().filter(|n| n.name.ends_with(".eps_add")).collect();
-        assert_eq!(eps_adds.len() as u64, 2 * p.n_layers + 1, "{label}: two norms per layer and the output norm");
+        // qwen3 adds a per-head RMSNorm of q and of k in every layer, over the head's last axis.
+        let per_layer = if fx.arch == "qwen3" { 4 } else { 2 };
+        assert_eq!(eps_adds.len() as u64, per_layer * p.n_layers + 1, "{label}: norms per layer and the output norm");
         for n in eps_adds {
             let c = operand(&g, n, 1);
             assert_eq!(c.op, Op::Const { value: p.rms_eps }, "{label}: {} adds {} ({:?})", n.name, c.name, c.op);
@@ -95,15 +97,24 @@ fn lowering_follows_the_files() {
         let biases = count(&|n| n.name.ends_with(".bias_add"));
         match fx.arch {
             "qwen2" => assert_eq!(biases, 3 * p.n_layers, "{label}: q/k/v biases"),
-            _ => assert_eq!(biases, 0, "{label}: llama has no biases"),
+            _ => assert_eq!(biases, 0, "{label}: llama and qwen3 have no biases"),
+        }
+        if fx.arch == "qwen3" {
+            for n in g.nodes.iter().filter(|n| n.name.ends_with("_norm.mean") && n.name.contains(".attn_")) {
+                assert_eq!(n.op, Op::ReduceMean { axis: 2 }, "{label}: {} must reduce over each head", n.name);
+                assert_eq!(n.ty.shape.last(), Some(&apr_ir::Dim::Const(1)), "{label}: {}", n.name);
+            }
+            let heads = g.nodes.iter().filter(|n| n.name.ends_with("attn_q_norm") || n.name.ends_with("attn_k_norm"));
+            assert_eq!(heads.count() as u64, 2 * p.n_layers, "{label}: q and k head norms");
+            assert_eq!(p.head_dim, 128, "{label}: qwen3's explicit head size (not hidden / heads = 64)");
         }
 
         let logits = g.node(g.output("logits").expect("a logits output")).unwrap();
         assert!(matches!(logits.op, Op::MatMul { transpose_rhs: true }), "{label}: logits is {:?}", logits.op);
         let head = operand(&g, logits, 1);
         let want_head = match (fx.arch, fx.hf) {
-            ("llama", false) => "token_embd.weight", // tied
-            ("llama", true) => "model.embed_tokens.weight",
+            ("llama" | "qwen3", false) => "token_embd.weight", // tied
+            ("llama" | "qwen3", true) => "model.embed_tokens.weight",
             (_, false) => "output.weight",
             (_, true) => "lm_head.weight",
         };

@@ -14,10 +14,10 @@ pub struct Source {
     /// A GGUF file, an HF model directory (config.json + safetensors), or an IR JSON; the
     /// built-in default model if omitted.
     pub model: Option<PathBuf>,
-    /// Compile from shapes alone: architecture (qwen2, llama).
+    /// Compile from shapes alone: architecture (qwen2, qwen3, llama).
     #[arg(long, requires = "preset")]
     pub arch: Option<String>,
-    /// Compile from shapes alone: tiny, qwen2.5-0.5b, qwen2.5-7b.
+    /// Compile from shapes alone: tiny, qwen2.5-0.5b, qwen2.5-7b, qwen3-0.6b.
     #[arg(long, requires = "arch")]
     pub preset: Option<String>,
     /// Compile from shapes alone: f32, f16, q8_0, q4_k, q4_k_m (default q4_k_m).
@@ -35,7 +35,7 @@ pub struct Loaded {
 }
 
 pub fn synth_spec(arch: &str, preset: &str, quant: &str, seed: u64) -> Result<SynthSpec> {
-    let arch = Arch::from_name(arch).with_context(|| format!("unknown --arch {arch:?} (qwen2, llama)"))?;
+    let arch = Arch::from_name(arch).with_context(|| format!("unknown --arch {arch:?} (qwen2, qwen3, llama)"))?;
     let preset = Preset::from_name(preset)
         .with_context(|| format!("unknown --preset {preset:?} ({})", Preset::NAMES.join(", ")))?;
     let quant = SynthQuant::from_name(quant)

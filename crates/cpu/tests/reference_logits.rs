@@ -1,7 +1,7 @@
 //! CPU logits against float64 references from HF transformers, computed on the weights
 //! exactly as each fixture file holds them (tools/fixtures/make_models.py): relative L2
-//! error < 1e-4 and equal argmax at every position, for qwen2 and llama in every type, and
-//! for the HF safetensors directories. The opt-in `Precision::Int16` is measured too (its
+//! error < 1e-4 and equal argmax at every position, for qwen2 and llama in every type, qwen3
+//! in f16 / q8_0 / q4_k, and for the HF safetensors directories. The opt-in `Precision::Int16` is measured too (its
 //! worst relative L2 printed, held to a looser bound).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout, clippy::print_stderr)]
@@ -92,10 +92,20 @@ gguf_case!(llama_f32, "llama", "f32");
 gguf_case!(llama_f16, "llama", "f16");
 gguf_case!(llama_q8_0, "llama", "q8_0");
 gguf_case!(llama_q4_k, "llama", "q4_k");
+// Qwen3 (tools/fixtures/make_qwen3.py): per-head q/k RMSNorm before rotary, head size 128
+// with hidden 256 over 4 heads, tied embeddings, no rope.dimension_count key.
+gguf_case!(qwen3_f16, "qwen3", "f16");
+gguf_case!(qwen3_q8_0, "qwen3", "q8_0");
+gguf_case!(qwen3_q4_k, "qwen3", "q4_k");
 
 #[test]
 fn qwen2_hf_dir() {
     check(&fixtures().join("hf/qwen2-tiny"), "qwen2", "qwen2-hf");
+}
+
+#[test]
+fn qwen3_hf_dir() {
+    check(&fixtures().join("hf/qwen3-tiny"), "qwen3", "qwen3-hf");
 }
 
 #[test]

@@ -81,7 +81,12 @@ pub fn to_dot(g: &Graph, opts: &DotOptions) -> String {
         .collect();
     let mut s = String::new();
     let _ = writeln!(s, "digraph {} {{", esc(&g.meta.name));
-    s.push_str("  rankdir=TB;\n  node [fontname=\"Helvetica\", fontsize=10];\n  edge [color=\"#555555\"];\n");
+    // newrank: rank the whole graph at once rather than cluster by cluster; Graphviz 2.43's
+    // per-cluster ranking fails ("trouble in init_rank") on some fused-dispatch clusterings
+    // (Qwen3's per-head norms next to the attention ones).
+    s.push_str(
+        "  rankdir=TB;\n  newrank=true;\n  node [fontname=\"Helvetica\", fontsize=10];\n  edge [color=\"#555555\"];\n",
+    );
     let mut clustered = BTreeSet::new();
     for (k, c) in opts.clusters.iter().enumerate() {
         let members: Vec<NodeId> = c.nodes.iter().copied().filter(|id| sel.contains(id)).collect();

@@ -1,5 +1,5 @@
 //! Model files for apr-ir: reading and writing GGUF and safetensors, ggml's quantized block
-//! formats, lowering decoder-only architectures (qwen2, llama) to the IR, and writing
+//! formats, lowering decoder-only architectures (qwen2, qwen3, llama) to the IR, and writing
 //! synthetic models with real shapes and random weights.
 //!
 //! This crate reads files and builds graphs; it never runs them.

@@ -235,4 +235,31 @@ mod rope_tests {
         bad["rope_parameters"]["high_freq_factor"] = json!(0.5);
         assert!(hf_llama3_rope_factors(&JsonMeta(&bad), &params(&bad)).is_err());
     }
+
+    /// `model_type` names: Mistral's dense checkpoints lower as the LLaMA block, exact up to
+    /// their sliding window (the context is capped there); Qwen3 keeps its explicit head size.
+    #[test]
+    fn hf_model_types() {
+        use crate::lower::Arch;
+        let base = json!({"model_type": "mistral", "hidden_size": 256, "num_attention_heads": 8,
+            "num_hidden_layers": 2, "intermediate_size": 256, "vocab_size": 512,
+            "max_position_embeddings": 32768, "sliding_window": 4096});
+        let p = params(&base);
+        assert_eq!((p.arch, p.context_length), (Arch::Llama, 4096));
+        let mut unwindowed = base.clone();
+        unwindowed["sliding_window"] = serde_json::Value::Null;
+        assert_eq!(params(&unwindowed).context_length, 32768);
+        let mut llama = base.clone();
+        llama["model_type"] = json!("llama");
+        assert_eq!(params(&llama).context_length, 32768, "only mistral's window is a window");
+        let mut qwen3 = base.clone();
+        qwen3["model_type"] = json!("qwen3");
+        qwen3["head_dim"] = json!(128);
+        let p = params(&qwen3);
+        assert_eq!((p.arch, p.head_dim, p.n_rot, p.context_length), (Arch::Qwen3, 128, 128, 32768));
+        let mut other = base.clone();
+        other["model_type"] = json!("gemma2");
+        let err = ArchParams::from_hf(&JsonMeta(&other)).unwrap_err().to_string();
+        assert!(err.contains("gemma2") && err.contains("qwen3"), "{err}");
+    }
 }

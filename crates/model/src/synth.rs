@@ -10,7 +10,7 @@
 use crate::gguf::{GgufWriter, Metadata, TensorSpec, Value};
 use crate::lower::{Arch, ArchParams, Naming, TensorTable};
 use crate::{quant, ModelError};
-use apr_ir::{DType, RopeMode};
+use apr_ir::DType;
 use rayon::prelude::*;
 use std::io::Write;
 
@@ -23,16 +23,20 @@ pub enum Preset {
     Qwen25_0_5B,
     /// Qwen2.5-7B: 28 layers, hidden 3584, GQA 28/4, untied LM head.
     Qwen25_7B,
+    /// Qwen3-0.6B: 28 layers, hidden 1024, GQA 16/8 with heads of 128 (wider than 1024/16),
+    /// tied embeddings.
+    Qwen3_0_6B,
 }
 
 impl Preset {
-    pub const NAMES: [&'static str; 3] = ["tiny", "qwen2.5-0.5b", "qwen2.5-7b"];
+    pub const NAMES: [&'static str; 4] = ["tiny", "qwen2.5-0.5b", "qwen2.5-7b", "qwen3-0.6b"];
 
     pub fn from_name(s: &str) -> Option<Preset> {
         match s {
             "tiny" => Some(Preset::Tiny),
             "qwen2.5-0.5b" => Some(Preset::Qwen25_0_5B),
             "qwen2.5-7b" => Some(Preset::Qwen25_7B),
+            "qwen3-0.6b" => Some(Preset::Qwen3_0_6B),
             _ => None,
         }
     }
@@ -42,6 +46,7 @@ impl Preset {
             Preset::Tiny => "tiny",
             Preset::Qwen25_0_5B => "qwen2.5-0.5b",
             Preset::Qwen25_7B => "qwen2.5-7b",
+            Preset::Qwen3_0_6B => "qwen3-0.6b",
         }
     }
 }
@@ -132,11 +137,13 @@ impl SynthSpec {
             Preset::Tiny => (256, 2, 4, 2, 64, 512, 1024, 2048),
             Preset::Qwen25_0_5B => (896, 24, 14, 2, 64, 4864, 151_936, 32_768),
             Preset::Qwen25_7B => (3584, 28, 28, 4, 128, 18_944, 152_064, 32_768),
+            Preset::Qwen3_0_6B => (1024, 28, 16, 8, 128, 3072, 151_936, 40_960),
         };
-        let (rope_mode, rms_eps, rope_theta) = match self.arch {
-            Arch::Qwen2 => (RopeMode::Neox, 1e-6, 1e6),
-            Arch::Llama => (RopeMode::Interleaved, 1e-5, 5e5),
+        let (rms_eps, rope_theta) = match self.arch {
+            Arch::Qwen2 | Arch::Qwen3 => (1e-6, 1e6),
+            Arch::Llama => (1e-5, 5e5),
         };
+        let rope_mode = self.arch.gguf_rope_mode();
         ArchParams {
             arch: self.arch,
             naming: Naming::Gguf,
@@ -158,7 +165,7 @@ impl SynthSpec {
     }
 
     fn tied(&self) -> bool {
-        self.preset == Preset::Qwen25_0_5B
+        matches!(self.preset, Preset::Qwen25_0_5B | Preset::Qwen3_0_6B)
     }
 
     /// The tensors, in file order.
@@ -184,6 +191,10 @@ impl SynthSpec {
                 if self.arch == Arch::Qwen2 {
                     push(b(&format!("{part}.bias")), vec![rows], Init::Bias, DType::F32);
                 }
+            }
+            if self.arch == Arch::Qwen3 {
+                push(b("attn_q_norm.weight"), vec![p.head_dim], Init::Gain, DType::F32);
+                push(b("attn_k_norm.weight"), vec![p.head_dim], Init::Gain, DType::F32);
             }
             push(
                 b("attn_output.weight"),
@@ -256,12 +267,16 @@ impl SynthSpec {
         m.push(format!("{a}.attention.head_count"), u32_of(p.n_head)?)?;
         m.push(format!("{a}.attention.head_count_kv"), u32_of(p.n_head_kv)?)?;
         m.push(format!("{a}.rope.dimension_count"), p.n_rot)?;
+        if p.head_dim * p.n_head != p.n_embd {
+            m.push(format!("{a}.attention.key_length"), u32_of(p.head_dim)?)?;
+            m.push(format!("{a}.attention.value_length"), u32_of(p.head_dim)?)?;
+        }
         m.push(format!("{a}.rope.freq_base"), p.rope_theta as f32)?;
         m.push(format!("{a}.attention.layer_norm_rms_epsilon"), p.rms_eps as f32)?;
         let (tokens, types) = byte_vocab(p.vocab);
         let eos = (tokens.len() - 1) as u32;
         m.push("tokenizer.ggml.model", "gpt2")?;
-        m.push("tokenizer.ggml.pre", if self.arch == Arch::Qwen2 { "qwen2" } else { "llama-bpe" })?;
+        m.push("tokenizer.ggml.pre", if self.arch == Arch::Llama { "llama-bpe" } else { "qwen2" })?;
         m.push("tokenizer.ggml.tokens", Value::Array(tokens.into()))?;
         m.push("tokenizer.ggml.token_type", Value::Array(types.into()))?;
         m.push("tokenizer.ggml.merges", Value::Array(Vec::<String>::new().into()))?;

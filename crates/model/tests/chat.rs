@@ -142,3 +142,34 @@ fn hf_template_idioms() {
     // What Jinja2 renders with transformers' settings (checked with transformers 5.24).
     assert_eq!(t.render(&msgs, false).unwrap(), "    <USER>Q1    <ASSISTANT>A12|True|a+b|4");
 }
+
+/// Qwen3's hybrid-thinking template (tests/fixtures/models/qwen3.tokens.json, written by
+/// tools/fixtures/make_qwen3.py): `messages[::-1]`, `split('</think>')[-1]`, `rstrip`/`lstrip`
+/// with arguments, `is string`, a namespace updated inside a loop, reasoning kept only after
+/// the last user query, consecutive tool turns merged — from the GGUF's metadata and from the
+/// HF directory, against transformers' rendering and ids.
+#[test]
+fn qwen3_thinking_template_renders_like_transformers() {
+    let doc = read_json("tests/fixtures/models/qwen3.tokens.json");
+    let cases = doc["chat"].as_array().unwrap();
+    assert!(cases.len() >= 5);
+    assert!(cases.iter().any(|c| c["rendered"].as_str().unwrap().contains("<think>\n17 + 25 = 42\n</think>\n\n42")));
+    let file = GgufFile::open(root().join("tests/fixtures/models/qwen3-q8_0.gguf")).unwrap();
+    let meta = file.gguf().metadata().clone();
+    let dir = root().join("tests/fixtures/hf/qwen3-tiny");
+    let sources = [
+        ("gguf", ChatTemplate::from_gguf(&meta).unwrap().unwrap(), Tokenizer::from_gguf(&meta).unwrap()),
+        ("hf", ChatTemplate::from_hf_dir(&dir).unwrap().unwrap(), Tokenizer::from_hf_dir(&dir).unwrap()),
+    ];
+    for (source, template, tokenizer) in &sources {
+        for c in cases {
+            let messages: Vec<Message> = serde_json::from_value(c["messages"].clone()).unwrap();
+            let add = c["add_generation_prompt"].as_bool().unwrap();
+            let want = c["rendered"].as_str().unwrap();
+            let got = template.render(&messages, add).unwrap();
+            assert_eq!(got, want, "{source}: {messages:?} add_generation_prompt={add}");
+            let ids: Vec<u32> = c["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+            assert_eq!(tokenizer.encode(&got, true), ids, "{source}: {got:?}");
+        }
+    }
+}

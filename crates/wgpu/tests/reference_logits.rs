@@ -116,6 +116,9 @@ gguf_case!(llama_f32, "llama", "f32");
 gguf_case!(llama_f16, "llama", "f16");
 gguf_case!(llama_q8_0, "llama", "q8_0");
 gguf_case!(llama_q4_k, "llama", "q4_k");
+gguf_case!(qwen3_f16, "qwen3", "f16");
+gguf_case!(qwen3_q8_0, "qwen3", "q8_0");
+gguf_case!(qwen3_q4_k, "qwen3", "q4_k");
 
 /// The f16 fixtures on the u32 path too (a device opened with `no_f16`); the cases above read
 /// them as f16 storage where the adapter has `SHADER_F16`.
@@ -133,6 +136,7 @@ fn f16_fixtures_without_shader_f16() {
 fn hf_dirs() {
     check(&fixtures().join("hf/qwen2-tiny"), "qwen2", "qwen2-hf", &GpuOptions::default());
     check(&fixtures().join("hf/llama-tiny"), "llama", "llama-hf", &GpuOptions::default());
+    check(&fixtures().join("hf/qwen3-tiny"), "qwen3", "qwen3-hf", &GpuOptions::default());
 }
 
 /// Llama 3's rope scaling from an HF config (per-frequency factors computed at open; see

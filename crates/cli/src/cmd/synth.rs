@@ -7,10 +7,10 @@ use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Architecture: qwen2, llama.
+    /// Architecture: qwen2, qwen3, llama.
     #[arg(long)]
     arch: String,
-    /// Shapes: tiny, qwen2.5-0.5b, qwen2.5-7b.
+    /// Shapes: tiny, qwen2.5-0.5b, qwen2.5-7b, qwen3-0.6b.
     #[arg(long)]
     preset: String,
     /// Weight encoding: f32, f16, q8_0, q4_k, q4_k_m.

@@ -1,10 +1,11 @@
-//! The decoder block shared by qwen2 and llama: RMSNorm → attention with rotary embeddings
-//! and a KV cache → residual → RMSNorm → SwiGLU MLP → residual, then a final norm and the
-//! LM head. Architectures differ only in parameters (biases are used where the file has
-//! them; the rotary pairing follows the architecture and the weight layout; the LM head is
-//! tied to the embedding when the file has no output matrix).
+//! The decoder block shared by qwen2, qwen3 and llama: RMSNorm → attention with rotary
+//! embeddings and a KV cache → residual → RMSNorm → SwiGLU MLP → residual, then a final norm
+//! and the LM head. Architectures differ only in parameters (biases are used where the file
+//! has them; the rotary pairing follows the architecture and the weight layout; the LM head is
+//! tied to the embedding when the file has no output matrix) and in one step: qwen3
+//! RMS-normalizes each head of q and k (one gain vector of head size each) before rotary.
 
-use super::{ArchParams, LowerError, Naming, TensorTable};
+use super::{Arch, ArchParams, LowerError, Naming, TensorTable};
 use apr_ir::{DType, Dim, Graph, GraphBuilder, GraphMeta, InputKind, NodeId, Op, TensorType};
 
 /// Choices that are not properties of the model.
@@ -27,6 +28,8 @@ enum T {
     Q,
     K,
     V,
+    QNorm,
+    KNorm,
     O,
     FfnNorm,
     Gate,
@@ -47,6 +50,8 @@ fn tensor_name(naming: Naming, t: T, layer: u32, bias: bool) -> String {
                 T::Q => "attn_q",
                 T::K => "attn_k",
                 T::V => "attn_v",
+                T::QNorm => "attn_q_norm",
+                T::KNorm => "attn_k_norm",
                 T::O => "attn_output",
                 T::FfnNorm => "ffn_norm",
                 T::Gate => "ffn_gate",
@@ -65,6 +70,8 @@ fn tensor_name(naming: Naming, t: T, layer: u32, bias: bool) -> String {
                 T::Q => "self_attn.q_proj",
                 T::K => "self_attn.k_proj",
                 T::V => "self_attn.v_proj",
+                T::QNorm => "self_attn.q_norm",
+                T::KNorm => "self_attn.k_norm",
                 T::O => "self_attn.o_proj",
                 T::FfnNorm => "post_attention_layernorm",
                 T::Gate => "mlp.gate_proj",
@@ -171,6 +178,16 @@ impl Lowering<'_> {
         let q = self.b.push(format!("{pre}attn_q.heads"), reshape(&[kv, group, hd]), &[q])?;
         let k = self.b.push(format!("{pre}attn_k.heads"), reshape(&[kv, 1, hd]), &[k])?;
         let v = self.b.push(format!("{pre}attn_v.heads"), reshape(&[kv, 1, hd]), &[v])?;
+        let (q, k) = if p.arch == Arch::Qwen3 {
+            let wq = self.head_norm_weight(T::QNorm, layer)?;
+            let wk = self.head_norm_weight(T::KNorm, layer)?;
+            (
+                self.rms_norm(&format!("{pre}attn_q_norm"), q, wq, eps)?,
+                self.rms_norm(&format!("{pre}attn_k_norm"), k, wk, eps)?,
+            )
+        } else {
+            (q, k)
+        };
         let q = self.rope(&format!("{pre}attn_q_rope"), q, rope)?;
         let k = self.rope(&format!("{pre}attn_k_rope"), k, rope)?;
 
@@ -195,10 +212,12 @@ impl Lowering<'_> {
         Ok(self.b.push(format!("{pre}ffn_residual"), Op::Add, &[x, down])?)
     }
 
-    /// `x · rsqrt(mean(x²) + eps) · w`, one node per step.
+    /// `x · rsqrt(mean(x²) + eps) · w` over the last axis, one node per step.
     fn rms_norm(&mut self, name: &str, x: NodeId, w: NodeId, eps: NodeId) -> Result<NodeId, LowerError> {
+        let rank = self.b.ty(x).map_or(2, |t| t.shape.len());
+        let axis = u32::try_from(rank.saturating_sub(1)).unwrap_or(u32::MAX);
         let sq = self.b.push(format!("{name}.square"), Op::Mul, &[x, x])?;
-        let mean = self.b.push(format!("{name}.mean"), Op::ReduceMean { axis: 1 }, &[sq])?;
+        let mean = self.b.push(format!("{name}.mean"), Op::ReduceMean { axis }, &[sq])?;
         let shifted = self.b.push(format!("{name}.eps_add"), Op::Add, &[mean, eps])?;
         let inv = self.b.push(format!("{name}.rsqrt"), Op::Rsqrt, &[shifted])?;
         let normed = self.b.push(format!("{name}.normalize"), Op::Mul, &[x, inv])?;
@@ -251,6 +270,13 @@ impl Lowering<'_> {
     fn norm_weight(&mut self, t: T, layer: u32) -> Result<NodeId, LowerError> {
         let name = tensor_name(self.p.naming, t, layer, false);
         let w = self.weight(&name, &[self.p.n_embd], "a norm weight", false)?;
+        self.as_f32(w)
+    }
+
+    /// The gain of a per-head RMSNorm: one value per element of a head.
+    fn head_norm_weight(&mut self, t: T, layer: u32) -> Result<NodeId, LowerError> {
+        let name = tensor_name(self.p.naming, t, layer, false);
+        let w = self.weight(&name, &[self.p.head_dim], "a per-head norm weight", false)?;
         self.as_f32(w)
     }
 

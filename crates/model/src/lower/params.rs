@@ -16,6 +16,9 @@ pub enum Arch {
     Qwen2,
     /// LLaMA family (LLaMA 2/3, Mistral-style GGUFs with arch `llama`).
     Llama,
+    /// Qwen3 (dense): no q/k/v biases; q and k RMS-normalized per head before rotary, NeoX
+    /// rotary, an explicit head size.
+    Qwen3,
 }
 
 impl Arch {
@@ -23,6 +26,25 @@ impl Arch {
         match self {
             Arch::Qwen2 => "qwen2",
             Arch::Llama => "llama",
+            Arch::Qwen3 => "qwen3",
+        }
+    }
+
+    /// The rotary pairing of the architecture's GGUF layout: llama.cpp's converter permutes
+    /// LLaMA's q/k rows into interleaved pairs; Qwen's stay in HF's rotate-half (NeoX) layout.
+    pub fn gguf_rope_mode(self) -> RopeMode {
+        match self {
+            Arch::Qwen2 | Arch::Qwen3 => RopeMode::Neox,
+            Arch::Llama => RopeMode::Interleaved,
+        }
+    }
+
+    /// The architecture an HF `config.json`'s `model_type` names. Mistral's dense models are
+    /// the LLaMA block (their sliding window is handled by the caller).
+    pub fn from_hf_model_type(s: &str) -> Option<Arch> {
+        match s {
+            "mistral" => Some(Arch::Llama),
+            other => Arch::from_name(other),
         }
     }
 
@@ -30,6 +52,7 @@ impl Arch {
         match s {
             "qwen2" => Some(Arch::Qwen2),
             "llama" => Some(Arch::Llama),
+            "qwen3" => Some(Arch::Qwen3),
             _ => None,
         }
     }
@@ -77,7 +100,7 @@ pub enum ParamError {
     Missing(String),
     #[error("metadata key {key}: {reason}")]
     Invalid { key: String, reason: String },
-    #[error("unsupported architecture {0:?} (apr-ir lowers qwen2 and llama)")]
+    #[error("unsupported architecture {0:?} (apr-ir lowers qwen2, qwen3 and llama)")]
     UnsupportedArch(String),
     #[error("{0}")]
     Inconsistent(String),
@@ -136,10 +159,7 @@ impl ArchParams {
             n_rot: u32::try_from(n_rot).unwrap_or(u32::MAX),
             rope_theta: meta.float(&k("rope.freq_base"))?.unwrap_or(10_000.0),
             rope_freq_scale,
-            rope_mode: match arch {
-                Arch::Qwen2 => RopeMode::Neox,
-                Arch::Llama => RopeMode::Interleaved,
-            },
+            rope_mode: arch.gguf_rope_mode(),
             rms_eps: meta
                 .float(&k("attention.layer_norm_rms_epsilon"))?
                 .ok_or_else(|| ParamError::Missing(k("attention.layer_norm_rms_epsilon")))?,
@@ -153,8 +173,17 @@ impl ArchParams {
     /// Read an HF `config.json` (as a [`MetaSource`] over its top-level keys).
     pub fn from_hf(config: &dyn MetaSource) -> Result<ArchParams, ParamError> {
         let model_type = config.string("model_type")?.ok_or(ParamError::Missing("model_type".into()))?;
-        let arch = Arch::from_name(&model_type).ok_or(ParamError::UnsupportedArch(model_type.clone()))?;
+        let arch = Arch::from_hf_model_type(&model_type).ok_or(ParamError::UnsupportedArch(model_type.clone()))?;
         let req = |s: &str| -> Result<u64, ParamError> { config.uint(s)?.ok_or_else(|| ParamError::Missing(s.into())) };
+        let mut context_length = config.uint("max_position_embeddings")?.unwrap_or(2048);
+        // Mistral 7B v0.1 attends over a sliding window of its last `sliding_window` positions;
+        // within the window that is plain causal attention, so the model is exact up to it.
+        // (Qwen configs carry a `sliding_window` too, unused unless `use_sliding_window`.)
+        if model_type == "mistral" {
+            if let Some(w) = config.uint("sliding_window")? {
+                context_length = context_length.min(w);
+            }
+        }
         let n_embd = req("hidden_size")?;
         let n_head = req("num_attention_heads")?;
         let head_dim = match config.uint("head_dim")? {
@@ -183,7 +212,7 @@ impl ArchParams {
             rope_mode: RopeMode::Neox,
             rms_eps: config.float("rms_norm_eps")?.unwrap_or(1e-6),
             vocab: req("vocab_size")?,
-            context_length: config.uint("max_position_embeddings")?.unwrap_or(2048),
+            context_length,
             attn_scale: 0.0,
         };
         p.finish()
