@@ -6,17 +6,20 @@
 // rows are independent, so each piece writes its own outputs); out and addend have N_total
 // elements. The dot products come from the `w` instance of qdot.wgsl (per-dtype chunks).
 //
-// Workgroups of 64 threads take ROWS = 4 rows, TPR = 16 threads each: thread t of a row sums
-// chunks t, t + 16, … (whole blocks), then the row's 16 partial sums are added as a tree in
-// workgroup memory. Workgroup i (wg.x + wg.y·nwg.x, 2-D past 65535) takes rows 4i .. 4i + 4.
+// Workgroups of 64 threads take ROWS = 2 rows, TPR = 32 threads each: thread t of a row sums
+// chunks t, t + 32, …, then the row's 32 partial sums are added as a tree in workgroup memory.
+// The k-quant and q8_0 chunks are small (16 elements) and laid out so that consecutive chunks
+// are consecutive words: a row's threads read its bytes together, coalesced (on the H200 this
+// and the wider rows took the 7B's -O2 decode from 13.3 to 9.5 ms a token; BENCHMARKS.md).
+// Workgroup i (wg.x + wg.y·nwg.x, 2-D past 65535) takes rows 2i .. 2i + 2.
 
 @group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> w: array<u32>;
 @group(0) @binding(4) var<storage, read> addend: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 
-const TPR: u32 = 16u;
-const ROWS: u32 = 4u;
+const TPR: u32 = 32u;
+const ROWS: u32 = 2u;
 
 var<workgroup> partial: array<f32, 64>;
 

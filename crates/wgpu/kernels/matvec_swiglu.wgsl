@@ -5,16 +5,16 @@
 // rows start at row g_row of the gate binding `w` and row u_row of the up binding `wu` (each
 // weight may be split across bindings at its own row boundaries: the host plans one dispatch per
 // range where neither changes piece). The two weights may have different dtypes: each has its
-// own qdot.wgsl instance (`w_chunk`, `wu_chunk`). Layout as matvec_add.wgsl: 4 rows a workgroup,
-// 16 threads a row, both sums reduced together.
+// own qdot.wgsl instance (`w_chunk`, `wu_chunk`). Layout as matvec_add.wgsl: 2 rows a workgroup,
+// 32 threads a row, both sums reduced together.
 
 @group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> w: array<u32>;
 @group(0) @binding(4) var<storage, read> wu: array<u32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 
-const TPR: u32 = 16u;
-const ROWS: u32 = 4u;
+const TPR: u32 = 32u;
+const ROWS: u32 = 2u;
 
 var<workgroup> partial: array<vec2<f32>, 64>;
 

@@ -223,15 +223,17 @@ fn WBUF_chunk(r: u32, c: u32, k: u32) -> f32 {
 }
 
 // @dtype q8_0
-// d:f16 | qs:[i8;32] (34 bytes), x = q·d.
-const WBUF_CH: u32 = 32u;
+// d:f16 | qs:[i8;32] (34 bytes), x = q·d. A chunk is half a block (16 elements), so the threads
+// of a row (consecutive chunks) read consecutive words.
+const WBUF_CH: u32 = 16u;
 
 fn WBUF_chunk(r: u32, c: u32, k: u32) -> f32 {
-    let off = (r * (k / 32u) + c) * 34u;
-    let x0 = c * 32u;
+    let off = (r * (k / 32u) + c / 2u) * 34u;
+    let q0 = off + 2u + 16u * (c % 2u);
+    let x0 = c * 16u;
     var acc = 0.0;
-    for (var j = 0u; j < 8u; j++) {
-        let q = WBUF_u32(off + 2u + 4u * j);
+    for (var j = 0u; j < 4u; j++) {
+        let q = WBUF_u32(q0 + 4u * j);
         let s = vec4<i32>(bitcast<i32>(q << 24u), bitcast<i32>(q << 16u), bitcast<i32>(q << 8u), bitcast<i32>(q));
         acc += dot(vec4<f32>(s >> vec4<u32>(24u)), WBUF_x4(x0 + 4u * j));
     }
@@ -241,32 +243,34 @@ fn WBUF_chunk(r: u32, c: u32, k: u32) -> f32 {
 // @dtype q4_k
 // d:f16 | dmin:f16 | scales:[u8;12] | qs:[u8;128] (144 bytes); x = (d·sc)·q − dmin·m per
 // 32-element sub-block. Sub-blocks 2j and 2j+1 share the 32 bytes qs[32j ..] (low and high
-// nibbles): a chunk is that pair, 64 elements, four a super-block.
-const WBUF_CH: u32 = 64u;
+// nibbles). A chunk is 16 elements: the 8 bytes qs[32j + 8p ..] (p < 4), whose low nibbles are
+// elements 8p .. 8p + 8 of sub-block 2j and high nibbles the same of 2j + 1; sixteen chunks a
+// super-block, so the threads of a row (consecutive chunks) read consecutive words.
+const WBUF_CH: u32 = 16u;
 
 fn WBUF_chunk(r: u32, c: u32, k: u32) -> f32 {
-    let off = (r * (k / 256u) + c / 4u) * 144u;
-    let j = c % 4u;
+    let sb = c / 16u;
+    let off = (r * (k / 256u) + sb) * 144u;
+    let j = (c % 16u) / 4u;
+    let p = c % 4u;
     let dd = WBUF[off >> 2u];
     let d = f16_bits_to_f32(dd & 0xffffu);
     let dmin = f16_bits_to_f32(dd >> 16u);
     let sm0 = WBUF_scale_min(off + 4u, 2u * j);
     let sm1 = WBUF_scale_min(off + 4u, 2u * j + 1u);
-    let x0 = c * 64u;
-    var q0 = 0.0;
-    var q1 = 0.0;
-    var s0 = vec4<f32>(0.0);
-    var s1 = vec4<f32>(0.0);
-    for (var t = 0u; t < 8u; t++) {
-        let q = WBUF[(off + 16u + 32u * j + 4u * t) >> 2u];
-        let xl = WBUF_x4(x0 + 4u * t);
-        let xh = WBUF_x4(x0 + 32u + 4u * t);
-        q0 += dot(vec4<f32>(WBUF_bytes4(q, 0u, 15u)), xl);
-        q1 += dot(vec4<f32>(WBUF_bytes4(q, 4u, 15u)), xh);
-        s0 += xl;
-        s1 += xh;
-    }
-    return ((d * sm0.x) * q0 - (dmin * sm0.y) * WBUF_hsum(s0)) + ((d * sm1.x) * q1 - (dmin * sm1.y) * WBUF_hsum(s1));
+    let q = (off + 16u + 32u * j + 8u * p) >> 2u;
+    let qa = WBUF[q];
+    let qb = WBUF[q + 1u];
+    let x0 = sb * 256u + 64u * j + 8u * p;
+    let xl0 = WBUF_x4(x0);
+    let xl1 = WBUF_x4(x0 + 4u);
+    let xh0 = WBUF_x4(x0 + 32u);
+    let xh1 = WBUF_x4(x0 + 36u);
+    let q0 = dot(vec4<f32>(WBUF_bytes4(qa, 0u, 15u)), xl0) + dot(vec4<f32>(WBUF_bytes4(qb, 0u, 15u)), xl1);
+    let q1 = dot(vec4<f32>(WBUF_bytes4(qa, 4u, 15u)), xh0) + dot(vec4<f32>(WBUF_bytes4(qb, 4u, 15u)), xh1);
+    let s0 = WBUF_hsum(xl0 + xl1);
+    let s1 = WBUF_hsum(xh0 + xh1);
+    return ((d * sm0.x) * q0 - (dmin * sm0.y) * s0) + ((d * sm1.x) * q1 - (dmin * sm1.y) * s1);
 }
 
 // @dtype q5_k
@@ -304,30 +308,27 @@ fn WBUF_chunk(r: u32, c: u32, k: u32) -> f32 {
 // ql:[u8;128] | qh:[u8;64] | scales:[i8;16] | d:f16 (210 bytes), x = (d·sc)·(q − 32), one scale
 // per 16 elements. Element e = 128·h + 32·k + l keeps its low nibble in ql[64·h + 32·(k % 2) + l]
 // (low nibble for k < 2, high for k ≥ 2) and its top two bits in bits 2k..2k+2 of qh[32·h + l].
-// A chunk is one (h, k): 32 elements, two scales, eight a super-block.
-const WBUF_CH: u32 = 32u;
+// A chunk is the 16 elements of one h and four l (l0 .. l0 + 4, l0 = 4·(c % 8)) over the four k:
+// the words ql[64h + l0], ql[64h + 32 + l0] and qh[32h + l0]; sixteen chunks a super-block, so
+// the threads of a row (consecutive chunks) read consecutive words.
+const WBUF_CH: u32 = 16u;
 
 fn WBUF_chunk(r: u32, c: u32, k: u32) -> f32 {
-    let off = (r * (k / 256u) + c / 8u) * 210u;
-    let ck = c % 8u;
-    let h = ck / 4u;
-    let kk = ck % 4u;
-    let sc = off + 192u + 8u * h + 2u * kk;
-    let ql = off + 64u * h + 32u * (kk & 1u);
-    let qh = off + 128u + 32u * h;
-    let x0 = c * 32u;
-    var a0 = 0.0;
-    var a1 = 0.0;
-    for (var t = 0u; t < 8u; t++) {
-        let low = WBUF_bytes4(WBUF_u32(ql + 4u * t), 4u * (kk >> 1u), 15u);
-        let high = WBUF_bytes4(WBUF_u32(qh + 4u * t), 2u * kk, 3u);
-        let p = dot(vec4<f32>(low | (high << vec4<u32>(4u))) - 32.0, WBUF_x4(x0 + 4u * t));
-        if t < 4u {
-            a0 += p;
-        } else {
-            a1 += p;
-        }
-    }
+    let sb = c / 16u;
+    let off = (r * (k / 256u) + sb) * 210u;
+    let h = (c % 16u) / 8u;
+    let l0 = (c % 8u) * 4u;
+    let qa = WBUF_u32(off + 64u * h + l0);
+    let qb = WBUF_u32(off + 64u * h + 32u + l0);
+    let qh = WBUF_u32(off + 128u + 32u * h + l0);
+    let sc = off + 192u + 8u * h + l0 / 16u;
+    let x0 = sb * 256u + 128u * h + l0;
+    let four = vec4<u32>(4u);
+    let v0 = vec4<f32>(WBUF_bytes4(qa, 0u, 15u) | (WBUF_bytes4(qh, 0u, 3u) << four)) - 32.0;
+    let v1 = vec4<f32>(WBUF_bytes4(qb, 0u, 15u) | (WBUF_bytes4(qh, 2u, 3u) << four)) - 32.0;
+    let v2 = vec4<f32>(WBUF_bytes4(qa, 4u, 15u) | (WBUF_bytes4(qh, 4u, 3u) << four)) - 32.0;
+    let v3 = vec4<f32>(WBUF_bytes4(qb, 4u, 15u) | (WBUF_bytes4(qh, 6u, 3u) << four)) - 32.0;
     let d = WBUF_f16(off + 208u);
-    return (d * WBUF_i8(sc)) * a0 + (d * WBUF_i8(sc + 1u)) * a1;
+    return ((d * WBUF_i8(sc)) * dot(v0, WBUF_x4(x0)) + (d * WBUF_i8(sc + 2u)) * dot(v1, WBUF_x4(x0 + 32u)))
+        + ((d * WBUF_i8(sc + 4u)) * dot(v2, WBUF_x4(x0 + 64u)) + (d * WBUF_i8(sc + 6u)) * dot(v3, WBUF_x4(x0 + 96u)));
 }

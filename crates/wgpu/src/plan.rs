@@ -275,7 +275,7 @@ pub fn plan_node(
 
 /// Rows a workgroup of the fused matvec kernels computes (`matvec_add.wgsl`,
 /// `matvec_swiglu.wgsl`).
-const MATVEC_ROWS: u64 = 4;
+const MATVEC_ROWS: u64 = 2;
 
 /// The largest head dimension `attention.wgsl` takes (its workgroup holds one query head).
 pub const ATTENTION_MAX_D: u64 = 256;
