@@ -9,8 +9,8 @@
 // Workgroups of 64 threads take ROWS = 2 rows, TPR = 32 threads each: thread t of a row sums
 // chunks t, t + 32, …, then the row's 32 partial sums are added as a tree in workgroup memory.
 // The k-quant and q8_0 chunks are small (16 elements) and laid out so that consecutive chunks
-// are consecutive words: a row's threads read its bytes together, coalesced (on the H200 this
-// and the wider rows took the 7B's -O2 decode from 13.3 to 9.5 ms a token; BENCHMARKS.md).
+// are consecutive words: a row's threads read its bytes together, coalesced (BENCHMARKS.md,
+// "GPU matvec").
 // Workgroup i (wg.x + wg.y·nwg.x, 2-D past 65535) takes rows 2i .. 2i + 2.
 
 @group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;

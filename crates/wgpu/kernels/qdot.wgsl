@@ -73,6 +73,41 @@ fn WBUF_scale_min(p: u32, s: u32) -> vec2<f32> {
     return vec2<f32>(f32(sc), f32(mn));
 }
 
+// The f16 in the low 16 bits of `h`, as f32 (exact, as f16_bits_to_f32), without branches: the
+// three cases are computed and selected.
+fn WBUF_h2f(h: u32) -> f32 {
+    let sign = (h & 0x8000u) << 16u;
+    let e = (h >> 10u) & 0x1fu;
+    let m = h & 0x3ffu;
+    let normal = bitcast<f32>(sign | ((e + 112u) << 23u) | (m << 13u));
+    let sub = bitcast<f32>(bitcast<u32>(f32(m) * F16_MIN_SUBNORMAL) | sign);
+    let special = bitcast<f32>(sign | 0x7f800000u | (m << 13u) | select(0u, 0x00400000u, m != 0u));
+    return select(select(normal, special, e == 31u), sub, e == 0u);
+}
+
+// Scale and min of k-quant sub-blocks 2j and 2j + 1 (j < 4) from the three words of the 12 scale
+// bytes at `p` (a multiple of 4): (sc₀, m₀, sc₁, m₁), as WBUF_scale_min, with three loads and
+// no branches.
+fn WBUF_scale_min2(p: u32, j: u32) -> vec4<f32> {
+    let a = WBUF[p >> 2u];
+    let b = WBUF[(p >> 2u) + 1u];
+    let c = WBUF[(p >> 2u) + 2u];
+    let sh = vec2<u32>(16u * (j & 1u), 16u * (j & 1u) + 8u);
+    let lo_sc = (vec2<u32>(a) >> sh) & vec2<u32>(0xffu);
+    let lo_m = (vec2<u32>(b) >> sh) & vec2<u32>(0xffu);
+    let hi = (vec2<u32>(c) >> sh) & vec2<u32>(0xffu);
+    // s < 4: sc = scales[s] & 63, m = scales[s + 4] & 63
+    let sc_a = lo_sc & vec2<u32>(63u);
+    let m_a = lo_m & vec2<u32>(63u);
+    // s ≥ 4: sc = (scales[s + 4] & 15) | (scales[s − 4] >> 6) << 4, m = (scales[s + 4] >> 4) | (scales[s] >> 6) << 4
+    let sc_b = (hi & vec2<u32>(15u)) | ((lo_sc >> vec2<u32>(6u)) << vec2<u32>(4u));
+    let m_b = (hi >> vec2<u32>(4u)) | ((lo_m >> vec2<u32>(6u)) << vec2<u32>(4u));
+    let low = j < 2u;
+    let sc = select(sc_b, sc_a, vec2<bool>(low));
+    let m = select(m_b, m_a, vec2<bool>(low));
+    return vec4<f32>(f32(sc.x), f32(m.x), f32(sc.y), f32(m.y));
+}
+
 // @dtype f32
 // Eight elements a chunk; the last chunk of a row may be partial (any K).
 const WBUF_CH: u32 = 8u;
@@ -254,10 +289,9 @@ fn WBUF_chunk(r: u32, c: u32, k: u32) -> f32 {
     let j = (c % 16u) / 4u;
     let p = c % 4u;
     let dd = WBUF[off >> 2u];
-    let d = f16_bits_to_f32(dd & 0xffffu);
-    let dmin = f16_bits_to_f32(dd >> 16u);
-    let sm0 = WBUF_scale_min(off + 4u, 2u * j);
-    let sm1 = WBUF_scale_min(off + 4u, 2u * j + 1u);
+    let d = WBUF_h2f(dd & 0xffffu);
+    let dmin = WBUF_h2f(dd >> 16u);
+    let sm = WBUF_scale_min2(off + 4u, j);
     let q = (off + 16u + 32u * j + 8u * p) >> 2u;
     let qa = WBUF[q];
     let qb = WBUF[q + 1u];
@@ -270,7 +304,7 @@ fn WBUF_chunk(r: u32, c: u32, k: u32) -> f32 {
     let q1 = dot(vec4<f32>(WBUF_bytes4(qa, 4u, 15u)), xh0) + dot(vec4<f32>(WBUF_bytes4(qb, 4u, 15u)), xh1);
     let s0 = WBUF_hsum(xl0 + xl1);
     let s1 = WBUF_hsum(xh0 + xh1);
-    return ((d * sm0.x) * q0 - (dmin * sm0.y) * s0) + ((d * sm1.x) * q1 - (dmin * sm1.y) * s1);
+    return ((d * sm.x) * q0 - (dmin * sm.y) * s0) + ((d * sm.z) * q1 - (dmin * sm.w) * s1);
 }
 
 // @dtype q5_k
@@ -321,14 +355,20 @@ fn WBUF_chunk(r: u32, c: u32, k: u32) -> f32 {
     let qa = WBUF_u32(off + 64u * h + l0);
     let qb = WBUF_u32(off + 64u * h + 32u + l0);
     let qh = WBUF_u32(off + 128u + 32u * h + l0);
-    let sc = off + 192u + 8u * h + l0 / 16u;
+    // The scales of the four k: bytes b, b + 2, b + 4, b + 6 (b = l0 / 16) of the eight at
+    // 192 + 8h, as i8.
+    let s0 = WBUF_u32(off + 192u + 8u * h);
+    let s1 = WBUF_u32(off + 196u + 8u * h);
+    let bs = vec4<u32>(8u * (l0 / 16u)) + vec4<u32>(0u, 16u, 0u, 16u);
+    let sw = vec4<u32>(s0, s0, s1, s1);
+    let scale = vec4<f32>(bitcast<vec4<i32>>((sw >> bs) << vec4<u32>(24u)) >> vec4<u32>(24u));
     let x0 = sb * 256u + 128u * h + l0;
     let four = vec4<u32>(4u);
     let v0 = vec4<f32>(WBUF_bytes4(qa, 0u, 15u) | (WBUF_bytes4(qh, 0u, 3u) << four)) - 32.0;
     let v1 = vec4<f32>(WBUF_bytes4(qb, 0u, 15u) | (WBUF_bytes4(qh, 2u, 3u) << four)) - 32.0;
     let v2 = vec4<f32>(WBUF_bytes4(qa, 4u, 15u) | (WBUF_bytes4(qh, 4u, 3u) << four)) - 32.0;
     let v3 = vec4<f32>(WBUF_bytes4(qb, 4u, 15u) | (WBUF_bytes4(qh, 6u, 3u) << four)) - 32.0;
-    let d = WBUF_f16(off + 208u);
-    return ((d * WBUF_i8(sc)) * dot(v0, WBUF_x4(x0)) + (d * WBUF_i8(sc + 2u)) * dot(v1, WBUF_x4(x0 + 32u)))
-        + ((d * WBUF_i8(sc + 4u)) * dot(v2, WBUF_x4(x0 + 64u)) + (d * WBUF_i8(sc + 6u)) * dot(v3, WBUF_x4(x0 + 96u)));
+    let d = WBUF_h2f((WBUF[(off + 208u) >> 2u] >> (((off + 208u) & 2u) * 8u)) & 0xffffu);
+    return ((d * scale.x) * dot(v0, WBUF_x4(x0)) + (d * scale.y) * dot(v1, WBUF_x4(x0 + 32u)))
+        + ((d * scale.z) * dot(v2, WBUF_x4(x0 + 64u)) + (d * scale.w) * dot(v3, WBUF_x4(x0 + 96u)));
 }
