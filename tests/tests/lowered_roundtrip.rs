@@ -100,7 +100,10 @@ fn lowering_follows_the_files() {
             _ => assert_eq!(biases, 0, "{label}: llama and qwen3 have no biases"),
         }
         if fx.arch == "qwen3" {
-            for n in g.nodes.iter().filter(|n| n.name.ends_with("_norm.mean") && n.name.contains(".attn_")) {
+            let head_means =
+                g.nodes.iter().filter(|n| n.name.ends_with("attn_q_norm.mean") || n.name.ends_with("attn_k_norm.mean"));
+            assert_eq!(head_means.clone().count() as u64, 2 * p.n_layers, "{label}: q and k head norm means");
+            for n in head_means {
                 assert_eq!(n.op, Op::ReduceMean { axis: 2 }, "{label}: {} must reduce over each head", n.name);
                 assert_eq!(n.ty.shape.last(), Some(&apr_ir::Dim::Const(1)), "{label}: {}", n.name);
             }
