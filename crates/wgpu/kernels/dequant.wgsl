@@ -37,19 +37,17 @@ fn i8_at(off: u32) -> i32 {
 // 2^-24, the value of the least f16 subnormal.
 const F16_MIN_SUBNORMAL: f32 = 5.9604644775390625e-8;
 
-// The f32 value of the f16 bit pattern `h` (exact; NaN stays NaN, quieted like the CPU's).
+// The f32 value of the f16 bit pattern `h` (exact; NaN stays NaN, quieted like the CPU's). The
+// three cases (zero or subnormal: m·2^-24, a normal or zero f32; inf/NaN; normal) are computed
+// and selected, without branches: the fused matvecs decode a block scale per chunk.
 fn f16_bits_to_f32(h: u32) -> f32 {
     let sign = (h & 0x8000u) << 16u;
     let e = (h >> 10u) & 0x1fu;
     let m = h & 0x3ffu;
-    if e == 0u {
-        // Zero or subnormal: m·2^-24, a normal (or zero) f32, exact.
-        return bitcast<f32>(bitcast<u32>(f32(m) * F16_MIN_SUBNORMAL) | sign);
-    }
-    if e == 31u {
-        return bitcast<f32>(sign | 0x7f800000u | (m << 13u) | select(0u, 0x00400000u, m != 0u));
-    }
-    return bitcast<f32>(sign | ((e + 112u) << 23u) | (m << 13u));
+    let normal = bitcast<f32>(sign | ((e + 112u) << 23u) | (m << 13u));
+    let sub = bitcast<f32>(bitcast<u32>(f32(m) * F16_MIN_SUBNORMAL) | sign);
+    let special = bitcast<f32>(sign | 0x7f800000u | (m << 13u) | select(0u, 0x00400000u, m != 0u));
+    return select(select(normal, special, e == 31u), sub, e == 0u);
 }
 
 // The little-endian f16 at byte `off`, as f32.

@@ -61,33 +61,9 @@ fn WBUF_hsum(v: vec4<f32>) -> f32 {
     return (v.x + v.y) + (v.z + v.w);
 }
 
-// The 6-bit scale (x) and min (y) of k-quant sub-block s from the 12 bytes at `p` (ggml's
-// get_scale_min_k4, as dequant.wgsl's scale_min_k4).
-fn WBUF_scale_min(p: u32, s: u32) -> vec2<f32> {
-    if s < 4u {
-        return vec2<f32>(f32(WBUF_byte(p + s) & 63u), f32(WBUF_byte(p + s + 4u) & 63u));
-    }
-    let lo = WBUF_byte(p + s + 4u);
-    let sc = (lo & 0xfu) | ((WBUF_byte(p + s - 4u) >> 6u) << 4u);
-    let mn = (lo >> 4u) | ((WBUF_byte(p + s) >> 6u) << 4u);
-    return vec2<f32>(f32(sc), f32(mn));
-}
-
-// The f16 in the low 16 bits of `h`, as f32 (exact, as f16_bits_to_f32), without branches: the
-// three cases are computed and selected.
-fn WBUF_h2f(h: u32) -> f32 {
-    let sign = (h & 0x8000u) << 16u;
-    let e = (h >> 10u) & 0x1fu;
-    let m = h & 0x3ffu;
-    let normal = bitcast<f32>(sign | ((e + 112u) << 23u) | (m << 13u));
-    let sub = bitcast<f32>(bitcast<u32>(f32(m) * F16_MIN_SUBNORMAL) | sign);
-    let special = bitcast<f32>(sign | 0x7f800000u | (m << 13u) | select(0u, 0x00400000u, m != 0u));
-    return select(select(normal, special, e == 31u), sub, e == 0u);
-}
-
 // Scale and min of k-quant sub-blocks 2j and 2j + 1 (j < 4) from the three words of the 12 scale
-// bytes at `p` (a multiple of 4): (sc₀, m₀, sc₁, m₁), as WBUF_scale_min, with three loads and
-// no branches.
+// bytes at `p` (a multiple of 4): (sc₀, m₀, sc₁, m₁), ggml's get_scale_min_k4 (dequant.wgsl's
+// scale_min_k4) for both, with three loads and no branches.
 fn WBUF_scale_min2(p: u32, j: u32) -> vec4<f32> {
     let a = WBUF[p >> 2u];
     let b = WBUF[(p >> 2u) + 1u];
@@ -289,8 +265,8 @@ fn WBUF_chunk(r: u32, c: u32, k: u32) -> f32 {
     let j = (c % 16u) / 4u;
     let p = c % 4u;
     let dd = WBUF[off >> 2u];
-    let d = WBUF_h2f(dd & 0xffffu);
-    let dmin = WBUF_h2f(dd >> 16u);
+    let d = f16_bits_to_f32(dd & 0xffffu);
+    let dmin = f16_bits_to_f32(dd >> 16u);
     let sm = WBUF_scale_min2(off + 4u, j);
     let q = (off + 16u + 32u * j + 8u * p) >> 2u;
     let qa = WBUF[q];
@@ -318,8 +294,7 @@ fn WBUF_chunk(r: u32, c: u32, k: u32) -> f32 {
     let dd = WBUF[off >> 2u];
     let d = f16_bits_to_f32(dd & 0xffffu);
     let dmin = f16_bits_to_f32(dd >> 16u);
-    let sm0 = WBUF_scale_min(off + 4u, 2u * j);
-    let sm1 = WBUF_scale_min(off + 4u, 2u * j + 1u);
+    let sm = WBUF_scale_min2(off + 4u, j);
     let x0 = c * 64u;
     var q0 = 0.0;
     var q1 = 0.0;
@@ -335,7 +310,7 @@ fn WBUF_chunk(r: u32, c: u32, k: u32) -> f32 {
         s0 += xl;
         s1 += xh;
     }
-    return ((d * sm0.x) * q0 - (dmin * sm0.y) * WBUF_hsum(s0)) + ((d * sm1.x) * q1 - (dmin * sm1.y) * WBUF_hsum(s1));
+    return ((d * sm.x) * q0 - (dmin * sm.y) * WBUF_hsum(s0)) + ((d * sm.z) * q1 - (dmin * sm.w) * WBUF_hsum(s1));
 }
 
 // @dtype q6_k
@@ -368,7 +343,7 @@ fn WBUF_chunk(r: u32, c: u32, k: u32) -> f32 {
     let v1 = vec4<f32>(WBUF_bytes4(qb, 0u, 15u) | (WBUF_bytes4(qh, 2u, 3u) << four)) - 32.0;
     let v2 = vec4<f32>(WBUF_bytes4(qa, 4u, 15u) | (WBUF_bytes4(qh, 4u, 3u) << four)) - 32.0;
     let v3 = vec4<f32>(WBUF_bytes4(qb, 4u, 15u) | (WBUF_bytes4(qh, 6u, 3u) << four)) - 32.0;
-    let d = WBUF_h2f((WBUF[(off + 208u) >> 2u] >> (((off + 208u) & 2u) * 8u)) & 0xffffu);
+    let d = WBUF_f16(off + 208u);
     return ((d * scale.x) * dot(v0, WBUF_x4(x0)) + (d * scale.y) * dot(v1, WBUF_x4(x0 + 32u)))
         + ((d * scale.z) * dot(v2, WBUF_x4(x0 + 64u)) + (d * scale.w) * dot(v3, WBUF_x4(x0 + 96u)));
 }
