@@ -268,6 +268,37 @@ mod tests {
         }
     }
 
+    /// The form `schedule::objects` relies on when it drops naga's loop bounding: no `loop` or
+    /// `while`, and every `for` steps its own variable towards its bound (`i < n` with `i++` or
+    /// `i += step`, `s > 0u` with `s >>= 1u`, `d >= 0` with `d--`).
+    #[test]
+    fn every_loop_terminates() {
+        let files = Family::ALL.iter().map(|f| f.file()).chain([COMMON, DEQUANT, DEQUANT_F16, QDOT]);
+        let mut loops = 0;
+        for src in files {
+            for line in src.lines().map(str::trim).filter(|l| !l.starts_with("//")) {
+                let words: Vec<&str> = line.split(|c: char| !(c.is_alphanumeric() || c == '_')).collect();
+                assert!(!words.contains(&"loop") && !words.contains(&"while"), "{line}");
+                let Some(head) = line.strip_prefix("for (var ").and_then(|h| h.strip_suffix(") {")) else {
+                    continue;
+                };
+                let parts: Vec<&str> = head.split("; ").collect();
+                assert_eq!(parts.len(), 3, "{line}");
+                let var = parts[0].split(" = ").next().unwrap_or_default();
+                let (cond, step) = (parts[1], parts[2]);
+                let up = step == format!("{var}++") || step.starts_with(&format!("{var} += "));
+                let halves = step == format!("{var} >>= 1u") && cond == format!("{var} > 0u");
+                let down = step == format!("{var}--") && cond == format!("{var} >= 0");
+                let bounded_above = cond.split(" && ").any(|c| {
+                    c.starts_with(&format!("{var} < ")) || c.starts_with(&format!("c0 + {var} < "))
+                });
+                assert!((up && bounded_above) || halves || down, "{line}");
+                loops += 1;
+            }
+        }
+        assert!(loops > 40, "{loops} loops seen");
+    }
+
     #[test]
     fn token_replacement_is_whole_word() {
         assert_eq!(replace_token("x = DQ(i) + DQX(i) + A_DQ;", "DQ", "dq_q8_0"), "x = dq_q8_0(i) + DQX(i) + A_DQ;");

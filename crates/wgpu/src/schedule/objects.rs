@@ -18,10 +18,21 @@ pub(super) fn make_pipeline(gpu: &Gpu, p: &Plan) -> (wgpu::ComputePipeline, wgpu
         bind_group_layouts: &[Some(&layout)],
         immediate_size: 0,
     });
-    let module = gpu.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+    let desc = wgpu::ShaderModuleDescriptor {
         label: Some(&format!("{key:?}")),
         source: wgpu::ShaderSource::Wgsl(kernel_source(p, gpu.f16).into()),
-    });
+    };
+    // Every check stays on except the loop counter naga adds to each loop so that a driver
+    // cannot assume an infinite loop away (on the H200 it cost ~5 % of a 7B decode step:
+    // BENCHMARKS.md, "GPU: loop bounding, f16 block scales").
+    let mut checks = wgpu::ShaderRuntimeChecks::checked();
+    checks.force_loop_bounding = false;
+    // SAFETY: `ShaderRuntimeChecks::force_loop_bounding = false` requires that no shader
+    // contains an infinite loop. Every loop in `kernels/*.wgsl` is a `for` whose variable steps
+    // monotonically towards a bound that is a size or count below 2³¹ (so a u32 step cannot
+    // wrap past it); `kernels::tests::every_loop_terminates` holds the sources to that form.
+    // Bounds checks and every other check keep wgpu's defaults.
+    let module = unsafe { gpu.device.create_shader_module_trusted(desc, checks) };
     let pipe = gpu.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
         label: Some(&format!("{key:?}")),
         layout: Some(&pipeline_layout),
