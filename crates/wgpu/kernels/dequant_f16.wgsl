@@ -4,9 +4,10 @@
 // holding the tensor's bytes as ggml lays them out: element i is component i & 1 of w[i >> 1]
 // (little-endian, the buffer padded to a multiple of 4 bytes; a weight split across bindings is
 // one buffer per piece, so every piece starts at element 0 of its own array). Only F16 weights
-// take this path: the f16 scales of the block types sit at byte offsets inside blocks (18, 34,
-// 210 bytes apart) that no f16 array indexes in step with their codes, so they keep the u32
-// words of dequant.wgsl.
+// take this path in the unfused kernels: the f16 scales of the block types sit at byte offsets
+// inside blocks (18, 34, 210 bytes apart) that no f16 array indexes in step with their codes, so
+// they keep the u32 words of dequant.wgsl. The fused matvecs read them through a second binding
+// of the weight's buffer as f16 instead (qdot.wgsl's WBUF_f16x2), under the same probe.
 //
 // Exactness: the same contract as dequant.wgsl, bit-exact with the CPU dequantizer, except that
 // a NaN only stays a NaN (its payload is the device's). f32(h) is exact for every normal f16,

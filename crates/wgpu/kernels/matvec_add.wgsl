@@ -16,7 +16,9 @@
 @group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> w: array<u32>;
 @group(0) @binding(4) var<storage, read> addend: array<f32>;
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+// Binding 5 is `w`'s buffer again, declared as `w_h: array<vec2<f16>>` where the device's f16
+// conversions are exact (kernels::fused_source_for) and unused otherwise.
+@group(0) @binding(6) var<storage, read_write> out: array<f32>;
 
 const TPR: u32 = 32u;
 const ROWS: u32 = 2u;

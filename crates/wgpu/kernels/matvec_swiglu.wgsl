@@ -11,7 +11,10 @@
 @group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> w: array<u32>;
 @group(0) @binding(4) var<storage, read> wu: array<u32>;
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+// Bindings 5 and 6 are `w`'s and `wu`'s buffers again, declared as `w_h` and `wu_h`
+// (`array<vec2<f16>>`) where the device's f16 conversions are exact
+// (kernels::fused_source_for) and unused otherwise.
+@group(0) @binding(7) var<storage, read_write> out: array<f32>;
 
 const TPR: u32 = 32u;
 const ROWS: u32 = 2u;

@@ -8,7 +8,9 @@
 //! integer operations. On a device with `SHADER_F16` whose conversions proved exact
 //! ([`crate::Gpu::f16`]), packed kernels over F16 weights are generated with `enable f16;`, bind
 //! the weight as `array<vec2<f16>>` and take `dequant_f16.wgsl` instead of `dequant.wgsl`
-//! ([`source_for`]).
+//! ([`source_for`]). The fused matvec kernels, whatever their weights' dtype, read the f16
+//! fields (block scales, F16 elements) on such a device through a second binding of the same
+//! buffer as `array<vec2<f16>>` ([`fused_source_for`]).
 
 use apr_ir::DType;
 
@@ -153,18 +155,19 @@ pub fn source(family: Family, dtype: Option<DType>) -> String {
     source_for(family, dtype, false)
 }
 
-/// Whether a kernel reads its weight as `f16` storage on a device whose `SHADER_F16` is
-/// `shader_f16`: the packed families over F16 weights.
+/// Whether a kernel reads an F16 weight as `f16` storage on a device whose `SHADER_F16` is
+/// `shader_f16`: the packed families and the fused matvecs over F16 weights.
 pub fn native_f16(family: Family, dtype: Option<DType>, shader_f16: bool) -> bool {
-    shader_f16 && family.packed() && dtype == Some(DType::F16)
+    shader_f16 && (family.packed() || family.weights() > 0) && dtype == Some(DType::F16)
 }
 
 /// The full WGSL source of a kernel for a device whose `SHADER_F16` is `shader_f16`: where
 /// [`native_f16`] holds, the `enable f16;` variant (the weight bound as `array<vec2<f16>>`,
-/// `dequant_f16.wgsl` as its dequantizer); otherwise what [`source`] gives.
+/// `dequant_f16.wgsl` as its dequantizer); a fused family's source is [`fused_source_for`]'s;
+/// otherwise what [`source`] gives.
 pub fn source_for(family: Family, dtype: Option<DType>, shader_f16: bool) -> String {
     if family.fused() {
-        return fused_source(family, &dtype.into_iter().collect::<Vec<_>>());
+        return fused_source_for(family, &dtype.into_iter().collect::<Vec<_>>(), shader_f16);
     }
     let native = native_f16(family, dtype, shader_f16);
     let mut s = String::with_capacity(8192);
@@ -194,26 +197,57 @@ const WEIGHT_NAMES: [&str; 2] = ["w", "wu"];
 /// The full WGSL source of a fused kernel: `common.wgsl`, then for the matvec families
 /// `dequant.wgsl` (its f16 decoding) and one [`qdot`] instance per weight binding, specialized
 /// for that weight's dtype (`dtypes[i]`; a missing one repeats the last, so a single dtype
-/// serves both weights of `MatvecSwiGlu`), then the family's file. Fused kernels read every
-/// dtype, F16 included, as u32 words, on every device.
+/// serves both weights of `MatvecSwiGlu`), then the family's file; the weights are read as u32
+/// words (a device without exact f16 conversions: [`fused_source_for`]).
 pub fn fused_source(family: Family, dtypes: &[DType]) -> String {
+    fused_source_for(family, dtypes, false)
+}
+
+/// Binding of the first weight's `array<vec2<f16>>` view in the fused matvec kernels; the
+/// second weight's (`MatvecSwiGlu`'s up projection) is the next. `plan` binds each weight's
+/// buffer a second time there, before the output.
+pub const HALF_VIEW_BINDING: u32 = 5;
+
+/// [`fused_source`] for a device whose f16 conversions are exact where `f16` ([`crate::Gpu::f16`]):
+/// then a matvec kernel starts with `enable f16;`, declares each weight's buffer a second time as
+/// `<name>_h: array<vec2<f16>>` (from [`HALF_VIEW_BINDING`]) and converts its f16 fields from
+/// there ([`qdot_for`]), exactly, in hardware.
+pub fn fused_source_for(family: Family, dtypes: &[DType], f16: bool) -> String {
+    let f16 = f16 && family.weights() > 0;
     let mut s = String::with_capacity(16384);
+    if f16 {
+        s.push_str("enable f16;\n\n");
+    }
     s.push_str(COMMON);
     if family.weights() > 0 {
         s.push_str(DEQUANT);
         let mut last = dtypes.first().copied().unwrap_or(DType::F32);
         for (k, name) in WEIGHT_NAMES.iter().take(family.weights()).enumerate() {
             last = dtypes.get(k).copied().unwrap_or(last);
-            s.push_str(&qdot(name, last));
+            if f16 {
+                let binding = HALF_VIEW_BINDING + k as u32;
+                s.push_str(&format!(
+                    "\n@group(0) @binding({binding}) var<storage, read> {name}_h: array<vec2<f16>>;\n"
+                ));
+            }
+            s.push_str(&qdot_for(name, last, f16));
         }
     }
     s.push_str(family.file());
     s
 }
 
-/// The `qdot.wgsl` instance for a weight binding `name` of `dtype`: the helpers above the first
-/// `// @dtype` line and the dtype's section, with `WBUF` replaced by `name`.
+/// The `qdot.wgsl` instance for a weight binding `name` of `dtype`, reading f16 fields as u32
+/// words: [`qdot_for`] without `f16`.
 pub fn qdot(name: &str, dtype: DType) -> String {
+    qdot_for(name, dtype, false)
+}
+
+/// The `qdot.wgsl` instance for a weight binding `name` of `dtype`: the helpers above the first
+/// `// @dtype` line and the dtype's section, with `WBUF` replaced by `name`, and of the lines
+/// tagged `// @f16` / `// @u32` those of the path `f16` selects (the `<name>_h` view or integer
+/// decoding), untagged.
+pub fn qdot_for(name: &str, dtype: DType, f16: bool) -> String {
     let suffix = dequantizer(dtype).trim_start_matches("dq_");
     let mut sections = QDOT.split("\n// @dtype ");
     let head = sections.next().unwrap_or_default();
@@ -225,7 +259,11 @@ pub fn qdot(name: &str, dtype: DType) -> String {
     out.push_str(head);
     out.push_str(&format!("\n// ---- {name}: {suffix} ----\n"));
     out.push_str(body);
-    out.replace("WBUF", name)
+    let (keep, drop) = if f16 { (" // @f16", " // @u32") } else { (" // @u32", " // @f16") };
+    let lines = out.lines().filter(|l| !l.ends_with(drop)).map(|l| l.strip_suffix(keep).unwrap_or(l));
+    let mut out: String = lines.flat_map(|l| [l, "\n"]).collect();
+    out = out.replace("WBUF", name);
+    out
 }
 
 /// Replace whole-word occurrences of `token`.
@@ -260,8 +298,8 @@ mod tests {
         for family in Family::ALL {
             for dtype in DType::ALL {
                 let native = native_f16(family, Some(dtype), true);
-                assert_eq!(native, family.packed() && dtype == DType::F16);
-                if !native {
+                assert_eq!(native, (family.packed() || family.weights() > 0) && dtype == DType::F16);
+                if !native && family.weights() == 0 {
                     assert_eq!(source_for(family, Some(dtype), true), source(family, Some(dtype)));
                 }
             }
@@ -289,9 +327,9 @@ mod tests {
                 let up = step == format!("{var}++") || step.starts_with(&format!("{var} += "));
                 let halves = step == format!("{var} >>= 1u") && cond == format!("{var} > 0u");
                 let down = step == format!("{var}--") && cond == format!("{var} >= 0");
-                let bounded_above = cond.split(" && ").any(|c| {
-                    c.starts_with(&format!("{var} < ")) || c.starts_with(&format!("c0 + {var} < "))
-                });
+                let bounded_above = cond
+                    .split(" && ")
+                    .any(|c| c.starts_with(&format!("{var} < ")) || c.starts_with(&format!("c0 + {var} < ")));
                 assert!((up && bounded_above) || halves || down, "{line}");
                 loops += 1;
             }
@@ -317,8 +355,28 @@ mod fused_tests {
             assert_eq!(inst.matches("\nfn w_chunk(").count(), 1, "{dtype}");
             assert!(!inst.contains("WBUF") && !inst.contains("\n// @dtype "), "{dtype}");
         }
+        for dtype in DType::ALL {
+            let inst = qdot_for("w", dtype, true);
+            assert!(inst.contains("return vec2<f32>(w_h[i]);") && !inst.contains("f16_bits_to_f32(h"), "{dtype}");
+            let words = qdot("w", dtype);
+            assert!(!words.contains("w_h[") && words.contains("f16_bits_to_f32(h & 0xffffu)"), "{dtype}");
+            let tagged = |l: &str| l.ends_with(" // @f16") || l.ends_with(" // @u32");
+            assert!(!inst.lines().chain(words.lines()).any(tagged), "{dtype}: a path tag left in");
+        }
         let two = fused_source(Family::MatvecSwiGlu, &[DType::Q4K, DType::Q6K]);
         assert!(two.contains("// ---- w: q4_k ----") && two.contains("// ---- wu: q6_k ----"));
         assert_eq!(fused_source(Family::Rope, &[]), source(Family::Rope, None));
+        assert_eq!(fused_source_for(Family::Rope, &[], true), fused_source(Family::Rope, &[]));
+        // The f16 views sit where plan binds each weight's buffer the second time.
+        let views = fused_source_for(Family::MatvecSwiGlu, &[DType::Q8_0], true);
+        assert!(views.starts_with("enable f16;"));
+        assert!(views.contains("@binding(5) var<storage, read> w_h: array<vec2<f16>>;"));
+        assert!(views.contains("@binding(6) var<storage, read> wu_h: array<vec2<f16>>;"));
+        assert!(views.contains("@binding(7) var<storage, read_write> out"));
+        let add = fused_source_for(Family::MatvecAdd, &[DType::Q4K], true);
+        assert!(
+            add.contains("@binding(5) var<storage, read> w_h")
+                && add.contains("@binding(6) var<storage, read_write> out")
+        );
     }
 }

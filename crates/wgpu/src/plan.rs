@@ -349,7 +349,7 @@ fn matvec_add_plans(
                 family: Family::MatvecAdd,
                 dtype: Some(w.ty.dtype),
                 dtype2: None,
-                bindings: vec![xb, Buf::Piece(w.id, p), ab, out],
+                bindings: vec![xb, Buf::Piece(w.id, p), ab, Buf::Piece(w.id, p), out],
                 params: vec![word(k)?, word(row0)?, word(rows)?, u32::from(addend.is_some())],
                 grid: Grid::Workgroups(rows.div_ceil(MATVEC_ROWS)),
             })
@@ -474,7 +474,14 @@ pub fn plan_fused(g: &Graph, grp: &Group, pieces: &dyn Pieces) -> Result<Vec<Pla
                         family: Family::MatvecSwiGlu,
                         dtype: Some(gw.ty.dtype),
                         dtype2: Some(uw.ty.dtype),
-                        bindings: vec![buf(x), Buf::Piece(gate, gp), Buf::Piece(up, up_piece), out],
+                        bindings: vec![
+                            buf(x),
+                            Buf::Piece(gate, gp),
+                            Buf::Piece(up, up_piece),
+                            Buf::Piece(gate, gp),
+                            Buf::Piece(up, up_piece),
+                            out,
+                        ],
                         params: vec![word(k)?, word(row0)?, word(rows)?, word(g_row)?, word(u_row)?],
                         grid: Grid::Workgroups(rows.div_ceil(MATVEC_ROWS)),
                     })

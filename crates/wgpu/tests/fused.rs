@@ -20,7 +20,7 @@ use apr_ir::group::Group;
 use apr_ir::{DType, Dim, Graph, GraphBuilder, GraphMeta, InputKind, NodeId, Op, RopeMode, TensorType};
 use apr_ir_cpu::{Capture, Interpreter, WeightSource};
 use apr_ir_model::quant;
-use apr_ir_wgpu::kernels::{fused_source, Family};
+use apr_ir_wgpu::kernels::{fused_source_for, Family};
 use apr_ir_wgpu::{Gpu, GpuOptions, Schedule, WeightBytes};
 use std::collections::HashMap;
 
@@ -103,7 +103,13 @@ const FUSED: [Family; 8] = [
 
 fn validate(src: &str) -> Result<(), String> {
     let module = naga::front::wgsl::parse_str(src).map_err(|e| format!("parse: {}", e.emit_to_string(src)))?;
-    naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::empty())
+    // The f16 variants need f16 arithmetic (`SHADER_F16`), nothing else.
+    let caps = if src.starts_with("enable f16;") {
+        naga::valid::Capabilities::SHADER_FLOAT16
+    } else {
+        naga::valid::Capabilities::empty()
+    };
+    naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
         .validate(&module)
         .map_err(|e| format!("validate: {}", e.emit_to_string(src)))?;
     Ok(())
@@ -122,9 +128,11 @@ fn every_fused_kernel_validates_for_every_dtype() {
             _ => DType::ALL.iter().flat_map(|&a| DType::ALL.iter().map(move |&b| vec![a, b])).collect(),
         };
         for dtypes in cases {
-            let src = fused_source(family, &dtypes);
-            if let Err(e) = validate(&src) {
-                failures.push(format!("{family:?} {dtypes:?}: {e}"));
+            for f16 in [false, true] {
+                let src = fused_source_for(family, &dtypes, f16);
+                if let Err(e) = validate(&src) {
+                    failures.push(format!("{family:?} {dtypes:?} (f16 {f16}): {e}"));
+                }
             }
         }
     }

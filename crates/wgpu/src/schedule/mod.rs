@@ -315,7 +315,7 @@ impl Schedule {
                 None => {
                     let (pipe, layout) = make_pipeline(&gpu, p);
                     counts.pipelines += 1;
-                    f16_pipelines += usize::from(native_f16(p.family, p.dtype, gpu.f16));
+                    f16_pipelines += usize::from([p.dtype, p.dtype2].iter().any(|&d| native_f16(p.family, d, gpu.f16)));
                     pipelines.push(pipe);
                     layouts.push(layout);
                     pipeline_ix.insert(key, pipelines.len() - 1);

@@ -4,7 +4,7 @@
 
 use super::Dispatch;
 use crate::device::Gpu;
-use crate::kernels::{fused_source, source_for};
+use crate::kernels::{fused_source_for, source_for};
 use crate::plan::{Grid, Plan};
 use crate::GpuError;
 use apr_ir::DType;
@@ -48,7 +48,7 @@ pub(super) fn make_pipeline(gpu: &Gpu, p: &Plan) -> (wgpu::ComputePipeline, wgpu
 fn kernel_source(p: &Plan, shader_f16: bool) -> String {
     if p.family.fused() {
         let dtypes: Vec<DType> = [p.dtype, p.dtype2].into_iter().flatten().collect();
-        return fused_source(p.family, &dtypes);
+        return fused_source_for(p.family, &dtypes, shader_f16);
     }
     source_for(p.family, p.dtype, shader_f16)
 }
