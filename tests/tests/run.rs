@@ -171,6 +171,38 @@ fn cpu_bench_reports_its_roofline() {
     assert!(v["dispatches_per_token"].is_null() && v["opt_level"].is_null(), "no GPU figures on the CPU: {v:#}");
 }
 
+/// `bench --profile` times every dispatch of its profiled tokens: one entry per kernel whose
+/// dispatch counts add up to the schedule's, whose times add up to the reported total with
+/// shares summing to one, largest first, each naming a node of the graph; the CPU refuses it.
+#[test]
+fn gpu_bench_profiles_every_dispatch() {
+    let r = apr_ir(["bench", "--profile"]);
+    assert_eq!(r.code, Some(2), "{}", r.stderr);
+    assert!(r.stderr.contains("--backend gpu"), "{}", r.stderr);
+    if !gpu_available() {
+        return;
+    }
+    let args =
+        ["bench", "--backend", "gpu", "-O", "2", "--prompt-tokens", "2", "--gen-tokens", "3", "--profile", "--json"];
+    let v = apr_ir(args).json();
+    let kernels = v["profile"].as_array().expect("a profile");
+    let counts: u64 = kernels.iter().map(|k| k["dispatches_per_token"].as_u64().unwrap()).sum();
+    assert_eq!(Some(counts), v["dispatches_per_token"].as_u64(), "{v:#}");
+    let times: Vec<f64> = kernels.iter().map(|k| k["us_per_token"].as_f64().unwrap()).collect();
+    assert!(times.iter().all(|&t| t > 0.0) && times.windows(2).all(|w| w[0] >= w[1]), "{v:#}");
+    let total = v["profile_us_per_token"].as_f64().unwrap();
+    assert!((times.iter().sum::<f64>() - total).abs() <= 1e-6 * total, "{v:#}");
+    let shares: f64 = kernels.iter().map(|k| k["share"].as_f64().unwrap()).sum();
+    assert!((shares - 1.0).abs() < 1e-9, "{v:#}");
+    let names = apr_ir(["dot", "-O", "2"]).ok().to_string();
+    for k in kernels {
+        let node = k["slowest_node"].as_str().unwrap();
+        assert!(!node.is_empty() && names.contains(node), "{node} is not a node of the graph");
+        assert!(k["slowest_us"].as_f64().unwrap() <= k["us_per_token"].as_f64().unwrap() * 3.0 + 1e-9);
+    }
+    assert!(kernels.iter().any(|k| k["kernel"].as_str().unwrap().starts_with("MatvecSwiGlu")), "{v:#}");
+}
+
 /// A LLaMA-family GGUF with a SentencePiece vocabulary (`tokenizer.ggml.model = "llama"`, as
 /// Llama 2, TinyLlama and Mistral files carry it): the llama fixture's weights with the
 /// SentencePiece fixture's vocabulary (tests/fixtures/tokenizer/spm.gguf, padded with unused

@@ -17,6 +17,23 @@ pub trait Decoder {
     fn step(&mut self, token: u32, pos: u32) -> Result<Vec<f32>, GenError>;
     /// Positions the decoder can hold.
     fn max_positions(&self) -> u32;
+    /// [`Decoder::step`], timing each kernel dispatch of the step, where the backend can: the
+    /// logits and one [`DispatchTime`] per dispatch in order. `None` where it cannot (the CPU
+    /// interpreter has no dispatches).
+    fn step_profiled(&mut self, _token: u32, _pos: u32) -> Option<Result<(Vec<f32>, Vec<DispatchTime>), GenError>> {
+        None
+    }
+}
+
+/// The device time of one kernel dispatch of a decode step ([`Decoder::step_profiled`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DispatchTime {
+    /// The kernel: its family and the dtypes it is specialized for (`MatvecSwiGlu q4_k+q6_k`).
+    pub kernel: String,
+    /// The graph node the dispatch is named by (the first output of its dispatch group).
+    pub node: String,
+    /// Microseconds from the start of this dispatch to the start of the next.
+    pub micros: f64,
 }
 
 /// Why generation stopped early.

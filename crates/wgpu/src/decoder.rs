@@ -1,7 +1,7 @@
 //! The schedule as a generation backend.
 
 use crate::Schedule;
-use apr_ir_gen::{Decoder, GenError};
+use apr_ir_gen::{Decoder, DispatchTime, GenError};
 
 /// Decodes with a wgpu schedule.
 pub struct GpuDecoder {
@@ -22,5 +22,9 @@ impl Decoder for GpuDecoder {
 
     fn max_positions(&self) -> u32 {
         self.max_positions
+    }
+
+    fn step_profiled(&mut self, token: u32, pos: u32) -> Option<Result<(Vec<f32>, Vec<DispatchTime>), GenError>> {
+        Some(self.schedule.step_profiled(token, pos).map_err(|e| GenError::Backend(e.to_string())))
     }
 }

@@ -30,6 +30,10 @@ pub struct Gpu {
     /// [`GpuOptions::no_f16`] is not set, and the f16 kernels convert every f16 exactly on this
     /// device (probed when it opens: `probe_f16`).
     pub f16: bool,
+    /// Whether timestamps can be written between the dispatches of a compute pass
+    /// (`TIMESTAMP_QUERY` and `TIMESTAMP_QUERY_INSIDE_PASSES`, requested where the adapter has
+    /// both): [`crate::Schedule::step_profiled`] needs them.
+    pub timestamps: bool,
     /// How F16 weights are read and, on the u32 path, why.
     f16_path: String,
     /// The first error wgpu reported outside an error scope (validation, out of memory,
@@ -54,7 +58,11 @@ impl Gpu {
         let info = adapter.get_info();
         let limits = adapter.limits();
         let want_f16 = !opts.no_f16 && adapter.features().contains(wgpu::Features::SHADER_F16);
-        let required_features = if want_f16 { wgpu::Features::SHADER_F16 } else { wgpu::Features::empty() };
+        let mut required_features = if want_f16 { wgpu::Features::SHADER_F16 } else { wgpu::Features::empty() };
+        let stamps = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
+        if adapter.features().contains(stamps) {
+            required_features |= stamps;
+        }
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("apr-ir"),
             required_features,
@@ -95,7 +103,8 @@ impl Gpu {
         let max_binding = opts.max_binding_override.map_or(adapter_binding, |o| o.min(adapter_binding)) & !3;
         let (name, backend) = (&info.name, info.backend);
         tracing::info!(adapter = %name, ?backend, max_binding, f16_weights = %f16_path, "opened GPU");
-        Ok(Gpu { device, queue, info, limits, max_binding, f16, f16_path, errors })
+        let timestamps = device.features().contains(stamps);
+        Ok(Gpu { device, queue, info, limits, max_binding, f16, timestamps, f16_path, errors })
     }
 
     /// Fail with the first error wgpu reported, if any.

@@ -28,6 +28,24 @@ pub struct Args {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+    /// GPU only: after the timed tokens, decode --gen-tokens more with a timestamp written
+    /// between every two dispatches, and report the GPU time per token by kernel.
+    #[arg(long)]
+    profile: bool,
+}
+
+/// One kernel's share of the profiled GPU time.
+#[derive(Serialize)]
+struct KernelProfile {
+    /// Family and specialized dtypes (`MatvecSwiGlu q4_k+q4_k`).
+    kernel: String,
+    dispatches_per_token: usize,
+    us_per_token: f64,
+    /// Fraction of the profiled GPU time per token.
+    share: f64,
+    /// The node of its slowest dispatch (the first output of that dispatch group).
+    slowest_node: String,
+    slowest_us: f64,
 }
 
 #[derive(Serialize)]
@@ -52,6 +70,12 @@ struct Report {
     read_bandwidth_gb_per_s: Option<f64>,
     /// CPU only: `weight_gb_per_s / read_bandwidth_gb_per_s`.
     bandwidth_fraction: Option<f64>,
+    /// With `--profile`: GPU microseconds per token between the first dispatch's timestamp and
+    /// the end of the last, and the kernels by time, largest first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    profile_us_per_token: Option<f64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    profile: Vec<KernelProfile>,
 }
 
 /// Bytes of the array the CPU roofline is measured on (32× a 32 MiB L3).
@@ -67,8 +91,12 @@ pub fn run(args: Args) -> Result<()> {
     if args.gen_tokens == 0 || args.prompt_tokens == 0 {
         bail!("--prompt-tokens and --gen-tokens must be at least 1");
     }
+    if args.profile && args.backend != crate::backend::Backend::Gpu {
+        bail!("--profile times GPU dispatches: it needs --backend gpu");
+    }
     let model = crate::load::open_model(args.model.as_deref())?;
-    let positions = u64::from(args.prompt_tokens) + u64::from(args.gen_tokens);
+    let profiled = if args.profile { args.gen_tokens } else { 0 };
+    let positions = u64::from(args.prompt_tokens) + u64::from(args.gen_tokens) + u64::from(profiled);
     if positions > model.params.context_length {
         bail!("{positions} positions exceed the model's context of {}", model.params.context_length);
     }
@@ -96,6 +124,17 @@ pub fn run(args: Args) -> Result<()> {
         times.push(t0.elapsed().as_secs_f64());
     }
     let bw_after = if cpu { read_bandwidth() } else { None };
+    let mut stamps: Vec<Vec<apr_ir_gen::DispatchTime>> = Vec::new();
+    for i in 0..profiled {
+        let tok = greedy.sample(&logits);
+        let Some(step) = dec.step_profiled(tok, args.prompt_tokens + args.gen_tokens + i) else {
+            bail!("this backend cannot time its dispatches");
+        };
+        let (l, t) = step?;
+        logits = l;
+        stamps.push(t);
+    }
+    let (profile_us, profile) = kernel_profile(&stamps);
     let bandwidth = match (bw_before, bw_after) {
         (Some(a), Some(b)) => Some(a.max(b)),
         (a, b) => a.or(b),
@@ -120,6 +159,8 @@ pub fn run(args: Args) -> Result<()> {
         weight_gb_per_s: per_token as f64 / median / 1e9,
         read_bandwidth_gb_per_s: bandwidth,
         bandwidth_fraction: bandwidth.map(|b| per_token as f64 / median / 1e9 / b),
+        profile_us_per_token: profile_us,
+        profile,
     };
     if args.json {
         println!("{}", serde_json::to_string(&r)?);
@@ -152,6 +193,70 @@ pub fn run(args: Args) -> Result<()> {
                 f * 100.0
             );
         }
+        if let Some(total) = r.profile_us_per_token {
+            println!(
+                "profile      {total:.0} µs of GPU time per token over {profiled} tokens (timestamps between dispatches; they add a few %)"
+            );
+            println!(
+                "  {:<34} {:>9} {:>10} {:>7} {:>9}  slowest dispatch",
+                "kernel", "per token", "µs/token", "share", "µs each"
+            );
+            for k in &r.profile {
+                println!(
+                    "  {:<34} {:>9} {:>10.1} {:>6.1}% {:>9.1}  {} ({:.1} µs)",
+                    k.kernel,
+                    k.dispatches_per_token,
+                    k.us_per_token,
+                    k.share * 100.0,
+                    k.us_per_token / k.dispatches_per_token.max(1) as f64,
+                    k.slowest_node,
+                    k.slowest_us
+                );
+            }
+        }
     }
     Ok(())
+}
+
+/// Per-kernel totals of profiled steps (each step a list of dispatch times): the GPU time per
+/// token and the kernels, largest first. `(None, [])` without steps.
+fn kernel_profile(steps: &[Vec<apr_ir_gen::DispatchTime>]) -> (Option<f64>, Vec<KernelProfile>) {
+    if steps.is_empty() {
+        return (None, Vec::new());
+    }
+    let n = steps.len() as f64;
+    let mut kernels: Vec<KernelProfile> = Vec::new();
+    for step in steps {
+        for d in step {
+            let k = match kernels.iter().position(|k| k.kernel == d.kernel) {
+                Some(i) => &mut kernels[i],
+                None => {
+                    kernels.push(KernelProfile {
+                        kernel: d.kernel.clone(),
+                        dispatches_per_token: 0,
+                        us_per_token: 0.0,
+                        share: 0.0,
+                        slowest_node: String::new(),
+                        slowest_us: 0.0,
+                    });
+                    let last = kernels.len() - 1;
+                    &mut kernels[last]
+                }
+            };
+            k.us_per_token += d.micros / n;
+            if d.micros > k.slowest_us {
+                k.slowest_us = d.micros;
+                k.slowest_node.clone_from(&d.node);
+            }
+        }
+    }
+    for k in &mut kernels {
+        k.dispatches_per_token = steps[0].iter().filter(|d| d.kernel == k.kernel).count();
+    }
+    let total: f64 = kernels.iter().map(|k| k.us_per_token).sum();
+    for k in &mut kernels {
+        k.share = if total > 0.0 { k.us_per_token / total } else { 0.0 };
+    }
+    kernels.sort_by(|a, b| b.us_per_token.total_cmp(&a.us_per_token));
+    (Some(total), kernels)
 }

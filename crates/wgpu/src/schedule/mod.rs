@@ -14,6 +14,7 @@
 
 mod check;
 mod objects;
+mod profile;
 
 pub use check::Captured;
 
@@ -91,6 +92,8 @@ pub struct Schedule {
     pieces: HashMap<NodeId, Vec<(u64, u64, wgpu::Buffer)>>,
     weight_f32: HashMap<NodeId, Vec<f32>>,
     drill: Option<Drill>,
+    /// The timestamps of the last profiled step, resolved and waiting to be read (`profile.rs`).
+    stamp_staging: Option<wgpu::Buffer>,
 }
 
 struct PieceRows(HashMap<NodeId, Vec<(u64, u64)>>);
@@ -383,6 +386,7 @@ impl Schedule {
             pieces,
             weight_f32,
             drill: None,
+            stamp_staging: None,
         })
     }
 
@@ -423,6 +427,18 @@ impl Schedule {
     }
 
     fn run(&mut self, token: u32, pos: u32, capture: bool) -> Result<Captured, GpuError> {
+        self.run_stamped(token, pos, capture, None)
+    }
+
+    /// [`Self::run`], writing a timestamp into `stamps` before each dispatch and after the last
+    /// where given (`profile.rs`).
+    fn run_stamped(
+        &mut self,
+        token: u32,
+        pos: u32,
+        capture: bool,
+        stamps: Option<&wgpu::QuerySet>,
+    ) -> Result<Captured, GpuError> {
         let max_ctx = self.graph.meta.max_ctx;
         if u64::from(pos) >= max_ctx {
             return Err(GpuError::Position { pos, max_ctx });
@@ -444,7 +460,10 @@ impl Schedule {
         {
             let mut pass =
                 enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("decode"), timestamp_writes: None });
-            for d in &self.dispatches {
+            for (i, d) in self.dispatches.iter().enumerate() {
+                if let Some(q) = stamps {
+                    pass.write_timestamp(q, i as u32);
+                }
                 let (x, y) = workgroups(&d.grid, ctx);
                 if x == 0 {
                     continue;
@@ -453,6 +472,12 @@ impl Schedule {
                 pass.set_bind_group(0, &d.bind_group, &[]);
                 pass.dispatch_workgroups(x, y, 1);
             }
+            if let Some(q) = stamps {
+                pass.write_timestamp(q, self.dispatches.len() as u32);
+            }
+        }
+        if let Some(q) = stamps {
+            self.resolve_stamps(&mut enc, q);
         }
         let mut out = Captured::default();
         // One staging buffer for everything read back this step (capture mode allocates it
