@@ -20,10 +20,13 @@ pub trait Decoder {
     /// [`Decoder::step`], timing each kernel dispatch of the step, where the backend can: the
     /// logits and one [`DispatchTime`] per dispatch in order. `None` where it cannot (the CPU
     /// interpreter has no dispatches).
-    fn step_profiled(&mut self, _token: u32, _pos: u32) -> Option<Result<(Vec<f32>, Vec<DispatchTime>), GenError>> {
+    fn step_profiled(&mut self, _token: u32, _pos: u32) -> Option<Result<ProfiledStep, GenError>> {
         None
     }
 }
+
+/// The logits of a profiled step and the time of each of its dispatches, in order.
+pub type ProfiledStep = (Vec<f32>, Vec<DispatchTime>);
 
 /// The device time of one kernel dispatch of a decode step ([`Decoder::step_profiled`]).
 #[derive(Debug, Clone, PartialEq)]

@@ -1,7 +1,7 @@
 //! The schedule as a generation backend.
 
 use crate::Schedule;
-use apr_ir_gen::{Decoder, DispatchTime, GenError};
+use apr_ir_gen::{Decoder, GenError, ProfiledStep};
 
 /// Decodes with a wgpu schedule.
 pub struct GpuDecoder {
@@ -24,7 +24,7 @@ impl Decoder for GpuDecoder {
         self.max_positions
     }
 
-    fn step_profiled(&mut self, token: u32, pos: u32) -> Option<Result<(Vec<f32>, Vec<DispatchTime>), GenError>> {
+    fn step_profiled(&mut self, token: u32, pos: u32) -> Option<Result<ProfiledStep, GenError>> {
         Some(self.schedule.step_profiled(token, pos).map_err(|e| GenError::Backend(e.to_string())))
     }
 }
