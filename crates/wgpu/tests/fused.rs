@@ -252,6 +252,15 @@ fn row_local_cases(s: &mut Suite, rng: &mut Rng) {
         let y = s.rms_norm(x, w, eps);
         s.done(format!("rms_norm [{rows}, {len}]"), y, "rms_norm", "rms_norm");
     }
+    // Both paths of the kernel: a row held in registers (up to 16·256 elements) and longer ones.
+    for (rows, len) in [(1, 4096), (1, 4097), (2, 5000)] {
+        let x = s.per_token(rng, "x", &[rows, len]);
+        let wv = rng.normals(len);
+        let w = s.weight("norm.weight", DType::F32, &[len], &wv);
+        let eps = s.constant("eps", 1e-6);
+        let y = s.rms_norm(x, w, eps);
+        s.done(format!("rms_norm [{rows}, {len}]"), y, "rms_norm", "rms_norm");
+    }
     // Softmax, plain and of a scaled input.
     for scaled in [false, true] {
         let shape = [rng.pick(&[1, 2, 3]), rng.pick(&SIZES), rng.pick(&[1, 5, 63, 64, 65, 200])];
