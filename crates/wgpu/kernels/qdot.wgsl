@@ -27,14 +27,16 @@ fn WBUF_i8(off: u32) -> f32 {
     return f32(bitcast<i32>(WBUF_byte(off) << 24u) >> 24u);
 }
 
-// The little-endian u32 at byte `off`, which is even (every field a chunk reads is).
+// The little-endian u32 at byte `off`, which is even (every field a chunk reads is). Without a
+// branch: the blocks of 18, 22, 34 and 210 bytes alternate between word-aligned and not, and
+// neighbouring threads of a warp read neighbouring blocks, so a branch would run both sides.
+// The next word is read either way (at a buffer's last word it is out of range, which the bounds
+// checks make a harmless read, and its value is then unused).
 fn WBUF_u32(off: u32) -> u32 {
     let i = off >> 2u;
     let lo = WBUF[i];
-    if (off & 2u) == 0u {
-        return lo;
-    }
-    return (lo >> 16u) | (WBUF[i + 1u] << 16u);
+    let hi = WBUF[i + 1u];
+    return select(lo, (lo >> 16u) | (hi << 16u), (off & 2u) != 0u);
 }
 
 // The two f16 halves of word `i` (the low one first), as f32, exactly. On a device whose f16
