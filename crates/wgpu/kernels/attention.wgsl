@@ -11,8 +11,8 @@
 // exp(m_old − m_new) when the max grows), so workgroup memory is fixed (7 KiB) whatever ctx and
 // D. In a tile, thread j scores position p0 + j (a D-long dot product in f32); the tile's max and
 // sum of exponentials are tree-reduced; then the threads split the weighted sum: thread t takes
-// output dimensions t % 64, t % 64 + 64, … (at most MAXD / 64) over the tile's positions
-// PART·(t / 64) .. + PART. The four partial sums of each dimension are added at the end, and
+// output dimensions t % 64, t % 64 + 64, … (at most MAXD / 64) over every fourth of the tile's
+// positions from t / 64. The four partial sums of each dimension are added at the end, and
 // divided by the running sum. The result differs from the CPU's max-first softmax only by f32
 // rounding.
 
@@ -25,7 +25,6 @@
 const WG: u32 = 256u;
 const LANES: u32 = 64u; // dimensions a pass of the weighted sum covers
 const PARTS: u32 = 4u; // WG / LANES: slices of a tile's positions
-const PART: u32 = 64u; // WG / PARTS positions a slice
 const MAXD: u32 = 256u;
 const DPT: u32 = 4u; // MAXD / LANES dimensions a thread
 
@@ -95,19 +94,22 @@ fn main(
         weights[lid] = e;
         red[lid] = e;
         l_run = l_run * alpha + reduce(lid, 1u);
-        // This thread's slice of the tile's positions, within ctx.
-        let i0 = part * PART;
-        let i1 = min(i0 + PART, ctx - min(ctx, p0));
+        // This thread's share of the tile's positions within ctx: every PARTS-th from `part`,
+        // so the four slices stay busy however short the context (a slice of consecutive
+        // positions left three of them idle below 64 positions, and the one loop that ran was a
+        // chain of dependent cache reads: most of a short step's attention time on the H200).
+        // Each position's DPT dimensions are read together.
+        let n = min(WG, ctx - min(ctx, p0));
         for (var j = 0u; j < DPT; j++) {
-            let d = lane + j * LANES;
-            if d < d_len {
-                var acc = o[j] * alpha;
-                var vb = base + (p0 + i0) * d_len + d;
-                for (var i = i0; i < i1; i++) {
-                    acc += weights[i] * vc[vb];
-                    vb += d_len;
+            o[j] *= alpha;
+        }
+        for (var i = part; i < n; i += PARTS) {
+            let wt = weights[i];
+            let vb = base + (p0 + i) * d_len + lane;
+            for (var j = 0u; j < DPT; j++) {
+                if lane + j * LANES < d_len {
+                    o[j] += wt * vc[vb + j * LANES];
                 }
-                o[j] = acc;
             }
         }
         m_run = m_new;
