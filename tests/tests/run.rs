@@ -274,3 +274,44 @@ fn a_sentencepiece_vocabulary_model_runs() {
     assert!(logits_a.iter().zip(&logits_b).all(|(a, b)| a.to_bits() == b.to_bits()), "different logits");
     assert_eq!(text_a, text_b);
 }
+
+/// `--chat-arg` reaches the chat template as transformers' `apply_chat_template(**kwargs)` does:
+/// Qwen3 with `enable_thinking=false` gets its empty think block, and the prompt is exactly
+/// transformers' ids (tests/fixtures/models/qwen3.tokens.json): its logits equal those of
+/// `run --tokens` with them. A malformed one, or one without --chat, exits 2.
+#[test]
+fn chat_args_reach_the_template() {
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("models/qwen3.tokens.json")).unwrap()).unwrap();
+    let case = doc["chat"].as_array().unwrap().iter().find(|c| c["kwargs"]["enable_thinking"] == false).unwrap();
+    let ids: Vec<String> = case["ids"].as_array().unwrap().iter().map(|v| v.to_string()).collect();
+    let prompt = case["messages"][0]["content"].as_str().unwrap();
+    let model = fixture("models/qwen3-q8_0.gguf");
+    let m = model.to_str().unwrap();
+    let dir = TempDir::new("chat-arg");
+    let dump = |source: &[&str], out: &str| {
+        let path = dir.join(out);
+        let mut args = vec!["run", m];
+        args.extend_from_slice(source);
+        args.extend(["--max-tokens", "0", "--dump-logits", path.to_str().unwrap()]);
+        apr_ir(args).ok();
+        read_npy_f32(&path)
+    };
+    let joined = ids.join(",");
+    let (shape_a, a) = dump(&["--chat", "--prompt", prompt, "--chat-arg", "enable_thinking=false"], "a.npy");
+    let (shape_b, b) = dump(&["--tokens", &joined], "b.npy");
+    assert_eq!(shape_a, vec![ids.len(), 512]);
+    assert_eq!((shape_a, a), (shape_b, b));
+    let (shape_c, _) = dump(&["--chat", "--prompt", prompt], "c.npy");
+    assert!(shape_c[0] < ids.len(), "without the variable the template thinks: {shape_c:?}");
+    for bad in [
+        vec!["--chat", "--chat-arg", "enable_thinking"],
+        vec!["--chat-arg", "a=1"],
+        vec!["--chat", "--chat-arg", "1x=2"],
+    ] {
+        let mut args = vec!["run", m, "--prompt", prompt];
+        args.extend(bad.iter());
+        let r = apr_ir(args);
+        assert_eq!(r.code, Some(2), "{bad:?}: {}", r.stderr);
+    }
+}

@@ -182,18 +182,36 @@ impl ChatTemplate {
     /// reply begins. Encode the result with `parse_special` on, and without adding a BOS when
     /// the template writes `bos_token` itself.
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String, ChatError> {
+        self.render_with(messages, add_generation_prompt, &[])
+    }
+
+    /// [`ChatTemplate::render`] with extra template variables, as `transformers`'
+    /// `apply_chat_template(..., **kwargs)` passes them (Qwen3's `enable_thinking=False`): each
+    /// `(name, value)` is visible to the template under its name, and replaces a variable of
+    /// the same name.
+    pub fn render_with(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+        vars: &[(String, Json)],
+    ) -> Result<String, ChatError> {
         let messages: Vec<Value> = messages
             .iter()
             .map(|m| Value::from_pairs([("role", m.role.as_str()), ("content", m.content.as_str())]))
             .collect();
-        let ctx = Value::from_pairs([
-            ("messages", Value::from(messages)),
-            ("add_generation_prompt", Value::from(add_generation_prompt)),
-            ("bos_token", Value::from(self.bos_token.as_str())),
-            ("eos_token", Value::from(self.eos_token.as_str())),
-            ("tools", Value::from(())),
-            ("documents", Value::from(())),
-        ]);
+        let mut ctx: Vec<(String, Value)> = vec![
+            ("messages".into(), Value::from(messages)),
+            ("add_generation_prompt".into(), Value::from(add_generation_prompt)),
+            ("bos_token".into(), Value::from(self.bos_token.as_str())),
+            ("eos_token".into(), Value::from(self.eos_token.as_str())),
+            ("tools".into(), Value::from(())),
+            ("documents".into(), Value::from(())),
+        ];
+        for (name, value) in vars {
+            ctx.retain(|(n, _)| n != name);
+            ctx.push((name.clone(), Value::from(minijinja::value::Serde(value))));
+        }
+        let ctx = Value::from_pairs(ctx);
         let template = self.env.get_template(NAME).map_err(|e| ChatError::Render(describe(&e)))?;
         template.render(ctx).map_err(|e| ChatError::Render(describe(&e)))
     }

@@ -154,6 +154,8 @@ fn qwen3_thinking_template_renders_like_transformers() {
     let cases = doc["chat"].as_array().unwrap();
     assert!(cases.len() >= 5);
     assert!(cases.iter().any(|c| c["rendered"].as_str().unwrap().contains("<think>\n17 + 25 = 42\n</think>\n\n42")));
+    assert!(cases.iter().any(|c| c["kwargs"]["enable_thinking"] == false
+        && c["rendered"].as_str().unwrap().ends_with("<|im_start|>assistant\n<think>\n\n</think>\n\n")));
     let file = GgufFile::open(root().join("tests/fixtures/models/qwen3-q8_0.gguf")).unwrap();
     let meta = file.gguf().metadata().clone();
     let dir = root().join("tests/fixtures/hf/qwen3-tiny");
@@ -166,8 +168,13 @@ fn qwen3_thinking_template_renders_like_transformers() {
             let messages: Vec<Message> = serde_json::from_value(c["messages"].clone()).unwrap();
             let add = c["add_generation_prompt"].as_bool().unwrap();
             let want = c["rendered"].as_str().unwrap();
-            let got = template.render(&messages, add).unwrap();
-            assert_eq!(got, want, "{source}: {messages:?} add_generation_prompt={add}");
+            // Template variables beyond the messages (`enable_thinking`), as transformers got them.
+            let vars: Vec<(String, serde_json::Value)> = c["kwargs"]
+                .as_object()
+                .map(|o| o.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default();
+            let got = template.render_with(&messages, add, &vars).unwrap();
+            assert_eq!(got, want, "{source}: {messages:?} add_generation_prompt={add} {vars:?}");
             let ids: Vec<u32> = c["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
             assert_eq!(tokenizer.encode(&got, true), ids, "{source}: {got:?}");
         }

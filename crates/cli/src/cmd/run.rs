@@ -26,6 +26,11 @@ pub struct Args {
     /// System message for --chat.
     #[arg(long, requires = "chat")]
     system: Option<String>,
+    /// A variable for the chat template, as transformers' `apply_chat_template(**kwargs)` passes
+    /// it: `--chat-arg enable_thinking=false` (Qwen3 without a thinking block). VALUE is read as
+    /// JSON where it parses (false, 3, [1, 2]), else as a string. Repeatable.
+    #[arg(long = "chat-arg", requires = "chat", value_name = "NAME=VALUE", value_parser = parse_chat_arg)]
+    chat_args: Vec<(String, serde_json::Value)>,
     /// Token ids to start from, instead of a prompt: 1,2,3.
     #[arg(long, value_delimiter = ',', num_args = 1..)]
     tokens: Option<Vec<u32>>,
@@ -204,6 +209,17 @@ fn gate_verdict(
     }
 }
 
+/// `NAME=VALUE` of `--chat-arg`: VALUE as JSON where it parses, else as a string.
+fn parse_chat_arg(s: &str) -> Result<(String, serde_json::Value), String> {
+    let (name, value) = s.split_once('=').ok_or_else(|| format!("{s:?} is not NAME=VALUE"))?;
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    if name.is_empty() || !name.chars().all(ident) || name.starts_with(|c: char| c.is_ascii_digit()) {
+        return Err(format!("{name:?} is not a template variable name"));
+    }
+    let value = serde_json::from_str(value).unwrap_or_else(|_| serde_json::Value::String(value.to_string()));
+    Ok((name.to_string(), value))
+}
+
 /// The prompt as token ids: given ids, raw text, or text in the chat template.
 fn prompt_tokens(args: &Args, model: &Model, tok: &Tokenizer) -> Result<Vec<u32>> {
     if let Some(ids) = &args.tokens {
@@ -217,7 +233,7 @@ fn prompt_tokens(args: &Args, model: &Model, tok: &Tokenizer) -> Result<Vec<u32>
             messages.push(Message { role: "system".into(), content: sys.clone() });
         }
         messages.push(Message { role: "user".into(), content: text.to_string() });
-        template.render(&messages, true)?
+        template.render_with(&messages, true, &args.chat_args)?
     } else {
         text.to_string()
     };
