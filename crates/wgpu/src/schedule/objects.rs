@@ -134,6 +134,12 @@ impl<'a> Uploader<'a> {
 
 /// Map a staging buffer and copy it out as f32.
 pub(super) fn read_back(gpu: &Gpu, staging: &wgpu::Buffer) -> Result<Vec<f32>, GpuError> {
+    let bytes = read_back_bytes(gpu, staging)?;
+    Ok(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+}
+
+/// Map a staging buffer and copy out its bytes.
+pub(super) fn read_back_bytes(gpu: &Gpu, staging: &wgpu::Buffer) -> Result<Vec<u8>, GpuError> {
     let slice = staging.slice(..);
     let (tx, rx) = std::sync::mpsc::channel();
     slice.map_async(wgpu::MapMode::Read, move |r| {
@@ -143,7 +149,7 @@ pub(super) fn read_back(gpu: &Gpu, staging: &wgpu::Buffer) -> Result<Vec<f32>, G
     rx.recv().map_err(|e| GpuError::Device(e.to_string()))?.map_err(|e| GpuError::Device(e.to_string()))?;
     let out = {
         let view = slice.get_mapped_range().map_err(|e| GpuError::Device(e.to_string()))?;
-        view.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+        view.to_vec()
     };
     staging.unmap();
     Ok(out)

@@ -7,9 +7,10 @@
 //! costs time of its own (on an H200 a 7B step took ~7 % longer with them), so profiled steps
 //! say where time goes, and unprofiled ones how much there is.
 
-use super::{objects::read_back, PipelineKey, Schedule};
+use super::{objects::read_back_bytes, PipelineKey, Schedule};
 use crate::GpuError;
 use apr_ir_gen::DispatchTime;
+use std::collections::HashMap;
 
 /// The most timestamps one query set holds (wgpu's `QUERY_SET_MAX_QUERIES`).
 const MAX_STAMPS: usize = 4096;
@@ -42,18 +43,19 @@ impl Schedule {
         let logits = self.run_stamped(token, pos, false, Some(&stamps))?.logits;
         let staging =
             self.stamp_staging.take().ok_or_else(|| GpuError::Internal("no timestamps were resolved".into()))?;
-        // Read back as f32 words: each timestamp is a little-endian u64 in two of them.
-        let words: Vec<u32> = read_back(&self.gpu, &staging)?.iter().map(|w| w.to_bits()).collect();
-        let ticks: Vec<u64> = words.chunks_exact(2).map(|w| u64::from(w[0]) | (u64::from(w[1]) << 32)).collect();
+        let bytes = read_back_bytes(&self.gpu, &staging)?;
+        let ticks: Vec<u64> = bytes
+            .chunks_exact(8)
+            .map(|b| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+            .collect();
         let ns_per_tick = f64::from(self.gpu.queue.get_timestamp_period());
-        let keys: Vec<Option<&PipelineKey>> =
-            (0..self.pipelines.len()).map(|i| self.pipeline_ix.iter().find(|(_, &v)| v == i).map(|(k, _)| k)).collect();
+        let keys: HashMap<usize, &PipelineKey> = self.pipeline_ix.iter().map(|(k, &i)| (i, k)).collect();
         let times = self
             .dispatches
             .iter()
             .zip(ticks.windows(2))
             .map(|(d, t)| {
-                let kernel = keys.get(d.pipeline).copied().flatten().map_or_else(|| "?".to_string(), kernel_label);
+                let kernel = keys.get(&d.pipeline).map_or_else(|| "?".to_string(), |k| kernel_label(k));
                 let node = self
                     .groups
                     .get(d.group)
