@@ -17,7 +17,12 @@ use std::time::Duration;
 /// The contract fields of `compile --json`, all unsigned integers.
 const CONTRACT: [&str; 6] = ["nodes", "compute_nodes", "dispatches", "opt_level", "weight_bytes", "gpu_bytes"];
 
-/// `compile ARGS --json`: exactly one line holding one JSON object with every contract field.
+/// Fields beyond the contract that these tests read: the dispatch groups (the entries of the
+/// `-o` schedule), which `dispatches` may exceed.
+const EXTRA: [&str; 1] = ["groups"];
+
+/// `compile ARGS --json`: exactly one line holding one JSON object with every contract field
+/// (and [`EXTRA`]).
 fn compile_json(args: &[&OsStr]) -> BTreeMap<&'static str, u64> {
     let mut all = args.to_vec();
     all.push(OsStr::new("--json"));
@@ -28,6 +33,7 @@ fn compile_json(args: &[&OsStr]) -> BTreeMap<&'static str, u64> {
     assert!(v.is_object(), "{run:#?}\nnot a JSON object");
     CONTRACT
         .iter()
+        .chain(&EXTRA)
         .map(|&k| {
             (k, v[k].as_u64().unwrap_or_else(|| panic!("{run:#?}\nfield {k} missing or not an unsigned integer")))
         })
@@ -95,6 +101,14 @@ fn check_fixture(fx: &Fixture) {
         let n = ir.dispatches.len() as u64;
         assert!(n < last, "{label}: -O{level} has {n} dispatches, not fewer than the level below ({last})");
         last = n;
+        // The reported count is the GPU's: one dispatch per group, two per attention group (its
+        // chunks of the context, then their combination), which -O2 fuses.
+        let r = compile_json(&[OsStr::new("compile"), model, OsStr::new(&format!("-O{level}"))]);
+        let kinds = ir.raw["schedule"]["dispatches"].as_array().expect("schedule.dispatches");
+        let attention = kinds.iter().filter(|d| d["kernel"]["kind"] == "attention").count() as u64;
+        assert_eq!(r["groups"], n, "{label} -O{level}");
+        assert_eq!(r["dispatches"], n + attention, "{label} -O{level}");
+        assert_eq!(attention > 0, level == 2, "{label} -O{level}: {attention} attention groups");
     }
     let default = compile_json(&[OsStr::new("compile"), model]);
     assert_eq!(default["opt_level"], 1, "{label}: -O1 is the default");
@@ -103,7 +117,7 @@ fn check_fixture(fx: &Fixture) {
     let (out, ir) = compile_to_json(&fx.path, &dir, "a");
     assert_eq!(ir.nodes.len() as u64, report["nodes"], "{label}");
     assert_eq!(ir.nodes.iter().filter(|n| n.is_compute()).count() as u64, report["compute_nodes"], "{label}");
-    assert_eq!(ir.dispatches.len() as u64, report["dispatches"], "{label}");
+    assert_eq!(ir.dispatches.len() as u64, report["groups"], "{label}");
     check_schedule(&label, &ir);
 
     let weights: BTreeSet<&str> = ir

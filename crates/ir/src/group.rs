@@ -62,6 +62,9 @@ pub enum Kernel {
     Attention { q: NodeId, k_cache: NodeId, v_cache: NodeId, scale: NodeId },
     /// `cache_write(cache, rope(x, cos, sin), pos)`: rotate and store at `pos`.
     RopeCacheWrite { cache: NodeId, x: NodeId, cos: NodeId, sin: NodeId, pos: NodeId },
+    /// `cache_write(cache, reshape(x · weightᵀ (+ addend)), pos)`: a projection (a value row,
+    /// with its bias if any) stored straight into the cache at `pos`.
+    MatvecCacheWrite { cache: NodeId, x: NodeId, weight: NodeId, addend: Option<NodeId>, pos: NodeId },
 }
 
 impl Kernel {
@@ -82,6 +85,7 @@ impl Kernel {
             Kernel::MatvecSwiGlu { .. } => "matvec_swiglu",
             Kernel::Attention { .. } => "attention",
             Kernel::RopeCacheWrite { .. } => "rope_cache_write",
+            Kernel::MatvecCacheWrite { .. } => "matvec_cache_write",
         }
     }
 
@@ -97,6 +101,9 @@ impl Kernel {
             Kernel::MatvecSwiGlu { x, gate, up } => vec![*x, *gate, *up],
             Kernel::Attention { q, k_cache, v_cache, scale } => vec![*q, *k_cache, *v_cache, *scale],
             Kernel::RopeCacheWrite { cache, x, cos, sin, pos } => vec![*cache, *x, *cos, *sin, *pos],
+            Kernel::MatvecCacheWrite { cache, x, weight, addend, pos } => {
+                [*cache, *x, *weight].into_iter().chain(*addend).chain([*pos]).collect()
+            }
         }
     }
 }

@@ -1,54 +1,62 @@
-// Fused attention of one decode step, straight from the KV caches:
+// Fused attention of one decode step, straight from the KV caches, first of two passes
+// (split-context "flash decoding"; attention_combine.wgsl is the second):
 //   out[h, g, :] = softmax((q[h, g, :] · K[h, :ctx, :]ᵀ) · scale) · V[h, :ctx, :]
 // the IR's scores product, scale multiply, softmax (max, sub, exp, sum, div) and weighted sum,
 // with grouped-query heads: query head g of kv head h reads cache head h.
-// prm = [G, D, S, heads]: q is [Hkv, G, D], the caches (the state buffers) [Hkv, S, D] with S
-// the compiled context, of which the first ctx rows are read; heads = Hkv·G; scale is the IR's
-// constant (one f32). D ≤ MAXD.
+// prm = [G, D, S, heads, NS]: q is [Hkv, G, D], the caches (the state buffers) [Hkv, S, D] with
+// S the compiled context, of which the first ctx rows are read; heads = Hkv·G; NS the splits of
+// the grid; scale is the IR's constant (one f32). D ≤ MAXD.
 //
-// One workgroup of 256 threads per query head (wg.x + wg.y·nwg.x), over the positions in tiles
-// of 256 with an online softmax (a running max and sum; what was summed before is rescaled by
-// exp(m_old − m_new) when the max grows), so workgroup memory is fixed (7 KiB) whatever ctx and
-// D. In a tile, thread j scores position p0 + j (a D-long dot product in f32); the tile's max and
-// sum of exponentials are tree-reduced; then the threads split the weighted sum: thread t takes
-// output dimensions t % 64, t % 64 + 64, … (at most MAXD / 64) over every fourth of the tile's
-// positions from t / 64. The four partial sums of each dimension are added at the end, and
-// divided by the running sum. The result differs from the CPU's max-first softmax only by f32
-// rounding.
+// The grid is heads·NS workgroups of 256 threads (index wg.x + wg.y·nwg.x = split·heads + head).
+// Each token the ctx positions are cut into chunks of `chunk_len(ctx, NS)` positions (at least
+// 32, a multiple of the 32-position tile) and workgroup (split, head) takes chunk `split`;
+// workgroups past the last chunk return at once. So the work spreads over the GPU at every
+// context length, where one workgroup per head walked the whole context (28 workgroups for a 7B
+// model, 250 µs a layer at 4096 positions on an H200).
+//
+// A workgroup goes over its chunk in tiles of 32 positions with an online softmax (a running max
+// m and sum l; what was summed before is rescaled by exp(m_old − m_new)). In a tile, eight
+// threads score each position: thread (p, s) sums dimensions s, s + 8, s + 16, … of q·k (eight
+// neighbouring threads read 32 contiguous bytes); the eight partials are added through workgroup
+// memory. Then the threads split the weighted sum: thread t takes output dimensions t % 64 + 64·j
+// over every fourth of the tile's positions from t / 64. In both, a thread loads all its
+// elements of the tile into registers before it multiplies any: a decode step's attention is
+// bound by memory latency, not bandwidth, so the loads must be in flight together. The workgroup writes its partial result, still
+// unnormalized, with its m and l: part[(split·heads + head)·(D + 2) + …] = [m, l, o_0 … o_D−1].
+// The second pass rescales the chunks to their common max and divides by the total sum. The
+// result differs from the CPU's max-first softmax only by f32 rounding.
 
 @group(0) @binding(2) var<storage, read> q: array<f32>;
 @group(0) @binding(3) var<storage, read> kc: array<f32>;
 @group(0) @binding(4) var<storage, read> vc: array<f32>;
 @group(0) @binding(5) var<storage, read> scale: array<f32>;
-@group(0) @binding(6) var<storage, read_write> out: array<f32>;
+@group(0) @binding(6) var<storage, read_write> part: array<f32>;
 
 const WG: u32 = 256u;
+const TILE: u32 = 32u; // positions a tile scores
+const SUBS: u32 = 8u; // WG / TILE: threads that score one position
 const LANES: u32 = 64u; // dimensions a pass of the weighted sum covers
 const PARTS: u32 = 4u; // WG / LANES: slices of a tile's positions
 const MAXD: u32 = 256u;
 const DPT: u32 = 4u; // MAXD / LANES dimensions a thread
+const KPT: u32 = 32u; // MAXD / SUBS key elements a thread
+const PPT: u32 = 8u; // TILE / PARTS positions a thread in the weighted sum
+const VPT: u32 = 32u; // PPT · DPT value elements a thread
 
 var<workgroup> qs: array<f32, MAXD>;
-var<workgroup> weights: array<f32, WG>;
-var<workgroup> red: array<f32, WG>;
+var<workgroup> dots: array<f32, WG>;
+var<workgroup> scores: array<f32, TILE>;
+var<workgroup> weights: array<f32, TILE>;
 var<workgroup> parts: array<f32, 1024>; // PARTS · MAXD
 
-// The most negative finite f32: the score of a position past ctx (never the max of a tile that
-// has a real position, and exp(it − max) is never taken: its weight is set to 0).
+// The most negative finite f32: the running max before the first tile (exp(it − max) is 0).
 const LOWEST: f32 = -3.40282347e38;
 
-// Tree max (op 0) or sum (op 1) of `red` over the workgroup; every thread gets the result.
-fn reduce(lid: u32, op: u32) -> f32 {
-    workgroupBarrier();
-    for (var r = WG / 2u; r > 0u; r >>= 1u) {
-        if lid < r {
-            red[lid] = select(red[lid] + red[lid + r], max(red[lid], red[lid + r]), op == 0u);
-        }
-        workgroupBarrier();
-    }
-    let v = red[0];
-    workgroupBarrier();
-    return v;
+// Positions per chunk at context `ctx` over `ns` splits: ctx / ns rounded up to whole tiles,
+// at least one tile. (The same function is in attention_combine.wgsl.)
+fn chunk_len(ctx: u32, ns: u32) -> u32 {
+    let per = (ctx + ns - 1u) / ns;
+    return max(TILE, (per + TILE - 1u) / TILE * TILE);
 }
 
 @compute @workgroup_size(256)
@@ -57,58 +65,103 @@ fn main(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let head = wg.x + wg.y * nwg.x;
-    if head >= prm[3] {
+    let heads = prm[3];
+    let ns = max(prm[4], 1u);
+    let idx = wg.x + wg.y * nwg.x;
+    let head = idx % heads;
+    let split = idx / heads;
+    let ctx = step.ctx;
+    let chunk = chunk_len(ctx, ns);
+    let p_begin = split * chunk;
+    if split >= ns || p_begin >= ctx {
         return;
     }
+    let p_end = min(ctx, p_begin + chunk);
     let d_len = prm[1];
     let base = (head / prm[0]) * prm[2] * d_len;
-    let ctx = step.ctx;
     let c = scale[0];
     for (var d = lid; d < d_len; d += WG) {
         qs[d] = q[head * d_len + d];
     }
     workgroupBarrier();
+    // Scoring: position tp of the tile, dimensions sub + 8k.
+    let tp = lid / SUBS;
+    let sub = lid % SUBS;
+    // Weighted sum: dimensions lane + 64j over positions slice, slice + 4, …
     let lane = lid % LANES;
-    let part = lid / LANES;
-    var m_run = 0.0;
+    let slice = lid / LANES;
+    var m_run = LOWEST;
     var l_run = 0.0;
     var o = array<f32, DPT>(0.0, 0.0, 0.0, 0.0);
-    for (var p0 = 0u; p0 < ctx; p0 += WG) {
-        let p = p0 + lid;
-        var s = LOWEST;
-        if p < ctx {
-            let kb = base + p * d_len;
-            var dot = 0.0;
-            for (var d = 0u; d < d_len; d++) {
-                dot += qs[d] * kc[kb + d];
-            }
-            s = dot * c;
+    for (var p0 = p_begin; p0 < p_end; p0 += TILE) {
+        let n = min(TILE, p_end - p0);
+        // This thread's dimensions of position tp's key, all loads issued before any use (rows
+        // and dimensions past the end clamped in bounds, their values unused).
+        let kb = base + (p0 + min(tp, n - 1u)) * d_len;
+        var kv: array<f32, KPT>;
+        for (var k = 0u; k < KPT; k++) {
+            kv[k] = kc[kb + min(sub + SUBS * k, d_len - 1u)];
         }
-        red[lid] = s;
-        let m_tile = reduce(lid, 0u);
-        // The first tile sets the running max; later ones rescale what came before.
-        let m_new = select(max(m_run, m_tile), m_tile, p0 == 0u);
-        let alpha = select(exp(m_run - m_new), 0.0, p0 == 0u);
-        let e = select(0.0, exp(s - m_new), p < ctx);
-        weights[lid] = e;
-        red[lid] = e;
-        l_run = l_run * alpha + reduce(lid, 1u);
-        // This thread's share of the tile's positions within ctx: every PARTS-th from `part`,
-        // so the four slices stay busy however short the context (a slice of consecutive
-        // positions left three of them idle below 64 positions, and the one loop that ran was a
-        // chain of dependent cache reads: most of a short step's attention time on the H200).
-        // Each position's DPT dimensions are read together.
-        let n = min(WG, ctx - min(ctx, p0));
+        // The values this thread weighs later (positions slice + 4m of the tile, dimensions
+        // lane + 64j), loaded now so that they are in flight with the keys.
+        var vv: array<f32, VPT>;
+        for (var m = 0u; m < PPT; m++) {
+            let vb = base + (p0 + min(slice + PARTS * m, n - 1u)) * d_len;
+            for (var j = 0u; j < DPT; j++) {
+                vv[m * DPT + j] = vc[vb + min(lane + LANES * j, d_len - 1u)];
+            }
+        }
+        var a0 = 0.0;
+        var a1 = 0.0;
+        for (var k = 0u; k < KPT; k += 2u) {
+            let d = sub + SUBS * k;
+            if d < d_len {
+                a0 += qs[d] * kv[k];
+            }
+            if d + SUBS < d_len {
+                a1 += qs[d + SUBS] * kv[k + 1u];
+            }
+        }
+        let dot = select(0.0, a0 + a1, tp < n);
+        dots[lid] = dot;
+        workgroupBarrier();
+        if lid < n {
+            let b = SUBS * lid;
+            let lo = (dots[b] + dots[b + 1u]) + (dots[b + 2u] + dots[b + 3u]);
+            let hi = (dots[b + 4u] + dots[b + 5u]) + (dots[b + 6u] + dots[b + 7u]);
+            scores[lid] = (lo + hi) * c;
+        }
+        workgroupBarrier();
+        var m_tile = LOWEST;
+        for (var i = 0u; i < n; i++) {
+            m_tile = max(m_tile, scores[i]);
+        }
+        let m_new = max(m_run, m_tile);
+        let alpha = exp(m_run - m_new);
+        if lid < n {
+            weights[lid] = exp(scores[lid] - m_new);
+        }
+        workgroupBarrier();
+        // The running sum is thread 0's alone (it writes it).
+        if lid == 0u {
+            var l_tile = 0.0;
+            for (var i = 0u; i < n; i++) {
+                l_tile += weights[i];
+            }
+            l_run = l_run * alpha + l_tile;
+        }
         for (var j = 0u; j < DPT; j++) {
             o[j] *= alpha;
         }
-        for (var i = part; i < n; i += PARTS) {
-            let wt = weights[i];
-            let vb = base + (p0 + i) * d_len + lane;
-            for (var j = 0u; j < DPT; j++) {
-                if lane + j * LANES < d_len {
-                    o[j] += wt * vc[vb + j * LANES];
+        // The products of the values in range, in position order.
+        for (var m = 0u; m < PPT; m++) {
+            let i = slice + PARTS * m;
+            if i < n {
+                let wt = weights[i];
+                for (var j = 0u; j < DPT; j++) {
+                    if lane + LANES * j < d_len {
+                        o[j] += wt * vv[m * DPT + j];
+                    }
                 }
             }
         }
@@ -118,12 +171,16 @@ fn main(
     for (var j = 0u; j < DPT; j++) {
         let d = lane + j * LANES;
         if d < d_len {
-            parts[part * MAXD + d] = o[j];
+            parts[slice * MAXD + d] = o[j];
         }
     }
     workgroupBarrier();
+    let out = idx * (d_len + 2u);
     for (var d = lid; d < d_len; d += WG) {
-        let sum = (parts[d] + parts[MAXD + d]) + (parts[2u * MAXD + d] + parts[3u * MAXD + d]);
-        out[head * d_len + d] = sum / l_run;
+        part[out + 2u + d] = (parts[d] + parts[MAXD + d]) + (parts[2u * MAXD + d] + parts[3u * MAXD + d]);
+    }
+    if lid == 0u {
+        part[out] = m_run;
+        part[out + 1u] = l_run;
     }
 }

@@ -1,10 +1,12 @@
 // Fused matrix-vector product with an addend epilogue (a bias or a residual):
 //   out[n] = Σ_k x[k] · W[n, k] + addend[n]
 // and, with prm[3] = 0, the plain product (the addend binding is then unused).
-// prm = [K, col0, rows, has_addend]: x holds the K elements of one row (read as vec4s); `w` holds
+// prm = [K, col0, rows, has_addend, D, S]: x holds the K elements of one row (read as vec4s); `w` holds
 // weight rows [col0, col0 + rows) (a weight split across bindings is one dispatch per piece;
 // rows are independent, so each piece writes its own outputs); out and addend have N_total
 // elements. The dot products come from the `w` instance of qdot.wgsl (per-dtype chunks).
+// With D > 0, `out` is instead a [N / D, S, D] KV cache and output n goes to row step.pos of
+// head n / D: the projection stored straight into the cache (the IR's reshape + cache_write).
 //
 // Workgroups of 64 threads take ROWS = 2 rows, TPR = 32 threads each: thread t of a row sums
 // chunks t, t + 32, …, then the row's 32 partial sums are added as a tree in workgroup memory.
@@ -56,6 +58,11 @@ fn main(
         if prm[3] != 0u {
             y += addend[col];
         }
-        out[col] = y;
+        let d = prm[4];
+        if d == 0u {
+            out[col] = y;
+        } else {
+            out[(col / d * prm[5] + step.pos) * d + col % d] = y;
+        }
     }
 }

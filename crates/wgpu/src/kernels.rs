@@ -46,14 +46,17 @@ pub enum Family {
     SwiGlu,
     MatvecAdd,
     MatvecSwiGlu,
+    /// Attention's first pass (one partial result per chunk of the context).
     Attention,
+    /// Attention's second pass (the chunks' partial results combined).
+    AttentionCombine,
     RopeCacheWrite,
     /// An injected fault, in place on one value (`crate::fault`; the checker's self-tests).
     Fault,
 }
 
 impl Family {
-    pub const ALL: [Family; 20] = [
+    pub const ALL: [Family; 21] = [
         Family::Unary,
         Family::Binary,
         Family::Reduce,
@@ -72,6 +75,7 @@ impl Family {
         Family::MatvecAdd,
         Family::MatvecSwiGlu,
         Family::Attention,
+        Family::AttentionCombine,
         Family::RopeCacheWrite,
         Family::Fault,
     ];
@@ -96,6 +100,7 @@ impl Family {
             Family::MatvecAdd => include_str!("../kernels/matvec_add.wgsl"),
             Family::MatvecSwiGlu => include_str!("../kernels/matvec_swiglu.wgsl"),
             Family::Attention => include_str!("../kernels/attention.wgsl"),
+            Family::AttentionCombine => include_str!("../kernels/attention_combine.wgsl"),
             Family::RopeCacheWrite => include_str!("../kernels/rope_cache_write.wgsl"),
             Family::Fault => include_str!("../kernels/fault.wgsl"),
         }
@@ -112,6 +117,7 @@ impl Family {
                 | Family::MatvecAdd
                 | Family::MatvecSwiGlu
                 | Family::Attention
+                | Family::AttentionCombine
                 | Family::RopeCacheWrite
         )
     }
@@ -339,6 +345,21 @@ mod tests {
             }
         }
         assert!(loops > 40, "{loops} loops seen");
+    }
+
+    /// The two attention passes must cut the context alike: the combine reads the chunks the
+    /// first pass wrote.
+    #[test]
+    fn attention_passes_agree_on_chunks() {
+        let chunking = |src: &'static str| {
+            let tile = src.lines().find(|l| l.starts_with("const TILE: u32 = ")).map(|l| l.split("//").next());
+            let f = src.find("fn chunk_len(").map(|i| &src[i..]);
+            let f = f.and_then(|f| f.find("\n}").map(|e| &f[..e]));
+            (tile.flatten().map(str::trim), f)
+        };
+        let (a, b) = (chunking(Family::Attention.file()), chunking(Family::AttentionCombine.file()));
+        assert!(a.0.is_some() && a.1.is_some(), "attention.wgsl: {a:?}");
+        assert_eq!(a, b);
     }
 
     #[test]

@@ -1,11 +1,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout, clippy::print_stderr)]
 //! The fused kernels (`kernels/{rms_norm,softmax,rope,swiglu,matvec_add,matvec_swiglu,attention,
-//! rope_cache_write}.wgsl`), against the CPU interpreter running the unfused nodes.
+//! attention_combine,rope_cache_write}.wgsl`; matvec_add also as matvec_cache_write), against the
+//! CPU interpreter running the unfused nodes.
 //!
 //! naga validates every fused family's source for every dtype it is specialized for. On a real
 //! adapter (Mesa's lavapipe in CI), small graphs written the way the lowering writes each
 //! region (random odd shapes, every weight dtype for the matvecs, both rope modes, n_rot below
-//! the head dimension, grouped-query attention over more than one 256-position tile) are fused
+//! the head dimension, grouped-query attention over contexts cut into several chunks) are fused
 //! by `apr_ir::fuse` at -O1 and -O2; the test checks that each region became the kernel it
 //! should, runs the groups on the GPU in capture mode for several steps, and holds every group
 //! output to the CPU's value of that node (NMSE, per kernel kind, see `bounds.rs`). Weights split
@@ -28,6 +29,8 @@ use std::collections::HashMap;
 mod bounds;
 #[path = "fused/suite.rs"]
 mod suite;
+#[path = "fused/throughput.rs"]
+mod throughput;
 use bounds::limits;
 use suite::{Suite, Weights};
 
@@ -90,7 +93,7 @@ fn inner_dim(rng: &mut Rng, dtype: DType) -> u64 {
 
 // ---- naga ---------------------------------------------------------------------------------
 
-const FUSED: [Family; 8] = [
+const FUSED: [Family; 9] = [
     Family::RmsNorm,
     Family::Softmax,
     Family::Rope,
@@ -98,6 +101,7 @@ const FUSED: [Family; 8] = [
     Family::MatvecAdd,
     Family::MatvecSwiGlu,
     Family::Attention,
+    Family::AttentionCombine,
     Family::RopeCacheWrite,
 ];
 
@@ -176,6 +180,11 @@ fn run(test: &str, suite: Suite, opts: &GpuOptions, steps: u32) {
         let mut cpu = Interpreter::new(&graph, &w).unwrap();
         let mut sched = Schedule::build_groups(gpu, &graph, &w, &groups, level)
             .unwrap_or_else(|e| panic!("{test} -O{}: build: {e}", level.number()));
+        if opts.max_binding_override.is_none() {
+            // Unsplit weights: the dispatches `apr-ir compile` reports.
+            let passes: u64 = groups.iter().map(|g| apr_ir_wgpu::plan::passes(&g.kernel)).sum();
+            assert_eq!(sched.dispatch_count() as u64, passes, "{test} -O{}", level.number());
+        }
         let mut acc: HashMap<NodeId, (f64, f64)> = HashMap::new();
         let mut r = Rng(u64::from(steps));
         for pos in 0..steps {
@@ -328,6 +337,28 @@ fn matvec_cases(s: &mut Suite, rng: &mut Rng, dtypes: &[DType], n_max: u64) {
         let y = s.matvec(x, w);
         s.done(format!("matvec {dtype}[{n}, {k}]"), y, "node", "node");
 
+        // A value projection stored into its cache, with a bias and without: at -O2 the matvec
+        // writes each head's row at the position itself (every step's, so `run` compares
+        // rows written at several positions).
+        for bias in [true, false] {
+            let (hkv, d) = (rng.range(1, 3), rng.range(1, 70));
+            let x = s.per_token(rng, "x", &[1, k]);
+            let w = s.weight("attn_v.weight", dtype, &[hkv * d, k], &rng.normals(hkv * d * k));
+            let mut y = s.matvec(x, w);
+            if bias {
+                let b = s.data(rng, "attn_v.bias", &[hkv * d]);
+                y = s.push("attn_v.bias_add", Op::Add, &[y, b]);
+            }
+            let row = s.push(
+                "attn_v.heads",
+                Op::Reshape { shape: vec![Dim::Const(hkv), Dim::Const(1), Dim::Const(d)] },
+                &[y],
+            );
+            let (written, _) = s.cache("cache_v", row, hkv, d);
+            let label = format!("cache_write(matvec {dtype}[{hkv}·{d}, {k}]{})", if bias { " + bias" } else { "" });
+            s.done(label, written, "node", "matvec_cache_write");
+        }
+
         // Gate and up: this dtype and another one (same K: both must take whole blocks).
         let other = dtypes[(i + 1 + rng.range(0, dtypes.len() as u64 - 1) as usize) % dtypes.len()];
         let k = lcm_blocks(rng, dtype, other);
@@ -356,7 +387,7 @@ fn matvec_kernels_match_the_cpu_for_every_dtype() {
     let mut rng = rng("matvec");
     let mut s = Suite::new();
     matvec_cases(&mut s, &mut rng, &DTYPES, 140);
-    run("matvec", s, &GpuOptions::default(), 2);
+    run("matvec", s, &GpuOptions::default(), 3);
 }
 
 /// Weights split by rows across bindings (a pretend limit of 4 KiB): one dispatch per piece,
@@ -390,7 +421,9 @@ fn matvec_kernels_over_split_weights() {
 
 /// One decode step of attention as the lowering writes it: new k/v rows (the k row roped)
 /// written into the caches, the rows in use viewed, scores, scale, softmax, weighted sum;
-/// grouped-query heads. Run over more positions than one 256-position tile.
+/// grouped-query heads. Run (`MAX_CTX` = 300 compiled positions, 270 steps) over contexts that
+/// attention.wgsl cuts into one to five chunks of one or two 32-position tiles, partial tiles
+/// included.
 fn attention_case(s: &mut Suite, rng: &mut Rng, hkv: u64, group: u64, d: u64, mode: RopeMode) {
     // Rotary pairs are whole: n_rot is even, nonzero, at most the head dimension, sometimes
     // below it.
@@ -441,134 +474,5 @@ fn suites_fuse_every_region() {
         apr_ir::group::check_coverage(&graph, &groups).unwrap();
         let fused: Vec<&Group> = groups.iter().filter(|g| !g.kernel.is_node()).collect();
         assert_eq!(fused.is_empty(), level == OptLevel::O0);
-    }
-}
-
-// ---- throughput ---------------------------------------------------------------------------
-
-/// Weights whose bytes many tensors share (benchmarks upload one matrix many times).
-struct Shared {
-    bytes: HashMap<DType, Vec<u8>>,
-    dtype_of: HashMap<String, DType>,
-    other: Weights,
-}
-
-impl WeightBytes for Shared {
-    fn bytes(&self, tensor: &str) -> Result<&[u8], String> {
-        match self.dtype_of.get(tensor) {
-            Some(d) => self.bytes.get(d).map(Vec::as_slice).ok_or_else(|| format!("no bytes for {d}")),
-            None => self.other.bytes(tensor),
-        }
-    }
-}
-
-/// Decode-shape matvec throughput on the GPU machine, by level: `cargo test --release -p
-/// apr-ir-wgpu --test fused -- --ignored --nocapture`. For each dtype (`FUSED_BENCH_DTYPES`,
-/// default q4_k,q6_k,q8_0,f16) a graph holds `R` = 32 products of one x with copies of an
-/// N × K matrix (`FUSED_BENCH_NK`, default Qwen2.5-7B's FFN 18944x3584; the copies together
-/// exceed the L2 cache), and 16 gate/up pairs; a step runs them all. Printed: µs per matrix and
-/// weight GB/s, the median of 5 steps after a quarter-second warm-up, at -O0 (matvec.wgsl),
-/// -O1 (matvec_add.wgsl without addend; the SwiGLU unfused) and -O2 (matvec_swiglu.wgsl).
-#[test]
-#[ignore = "a benchmark for the GPU machine"]
-fn matvec_throughput() {
-    const R: usize = 32;
-    let shape = std::env::var("FUSED_BENCH_NK").unwrap_or_else(|_| "18944x3584".into());
-    let (n, k): (u64, u64) = shape.split_once('x').map(|(n, k)| (n.parse().unwrap(), k.parse().unwrap())).unwrap();
-    let dtypes = std::env::var("FUSED_BENCH_DTYPES").unwrap_or_else(|_| "q4_k,q6_k,q8_0,f16".into());
-    let mut rng = rng("throughput");
-    for name in dtypes.split(',') {
-        let dtype = DType::ALL.iter().copied().find(|d| d.to_string().eq_ignore_ascii_case(name)).unwrap();
-        let values = rng.normals(n * k);
-        let mut bytes = vec![0u8; dtype.bytes_for(n * k).unwrap() as usize];
-        quant::quantize(dtype, &values, &mut bytes).unwrap();
-        let matrix_bytes = bytes.len() as f64;
-        let mut s = Suite::new();
-        let x = s.per_token(&mut rng, "x", &[1, k]);
-        let mut dtype_of = HashMap::new();
-        let mut weight = |s: &mut Suite, tag: String| {
-            let name = s.name(&tag);
-            dtype_of.insert(name.clone(), dtype);
-            s.b.leaf(&name, Op::Weight { tensor: name.clone() }, TensorType::new(dtype, &[n, k])).unwrap()
-        };
-        let mut outs = Vec::new();
-        for i in 0..R {
-            let w = weight(&mut s, format!("w{i}"));
-            outs.push(s.matvec(x, w));
-        }
-        for i in 0..R / 2 {
-            let (g, u) = (weight(&mut s, format!("gate{i}")), weight(&mut s, format!("up{i}")));
-            let g = s.push("ffn_gate", Op::MatMul { transpose_rhs: true }, &[x, g]);
-            let u = s.push("ffn_up", Op::MatMul { transpose_rhs: true }, &[x, u]);
-            outs.push(s.swiglu(g, u));
-        }
-        for (i, o) in outs.into_iter().enumerate() {
-            s.b.output(format!("out{i}"), o);
-        }
-        let Suite { b, w, .. } = s;
-        let graph = b.finish().unwrap();
-        let weights = Shared { bytes: HashMap::from([(dtype, bytes)]), dtype_of, other: w };
-        for level in [OptLevel::O0, OptLevel::O1, OptLevel::O2] {
-            let Some(gpu) = gpu(&GpuOptions::default()) else { return };
-            let describe = gpu.describe();
-            let mut sched = Schedule::build_fused(gpu, &graph, &weights, level).unwrap();
-            let warm = std::time::Instant::now();
-            while warm.elapsed().as_secs_f64() < 0.25 {
-                sched.step(0, 0).unwrap();
-            }
-            let mut times: Vec<f64> = (0..5)
-                .map(|_| {
-                    let t = std::time::Instant::now();
-                    sched.step(0, 0).unwrap();
-                    t.elapsed().as_secs_f64() / (2 * R) as f64
-                })
-                .collect();
-            times.sort_by(f64::total_cmp);
-            println!(
-                "{dtype:>5} {n}x{k} -O{} ({} dispatches) on {describe}: {:8.1} µs a matrix, {:7.1} GB/s",
-                level.number(),
-                sched.dispatch_count(),
-                times[2] * 1e6,
-                matrix_bytes / times[2] / 1e9
-            );
-        }
-    }
-}
-
-/// Attention throughput at a long context on the GPU machine: `cargo test --release -p
-/// apr-ir-wgpu --test fused attention_throughput -- --ignored --nocapture`. 28 layers of
-/// Qwen2.5-7B's attention (4 kv heads, 7 query heads each, head dimension 128; the q/k/v rows
-/// from a table), decoded up to `FUSED_BENCH_CTX` (default 4096) positions; printed: ms per
-/// step (all 28 layers) over the last 8 steps, at -O1 (the unfused scores, softmax and weighted
-/// sum) and -O2 (attention.wgsl).
-#[test]
-#[ignore = "a benchmark for the GPU machine"]
-fn attention_throughput() {
-    let ctx: u64 = std::env::var("FUSED_BENCH_CTX").ok().and_then(|v| v.parse().ok()).unwrap_or(4096);
-    let mut rng = rng("attention throughput");
-    let mut s = Suite::with_ctx(ctx);
-    for _ in 0..28 {
-        attention_case(&mut s, &mut rng, 4, 7, 128, RopeMode::Neox);
-    }
-    let Suite { b, w, .. } = s;
-    let graph = b.finish().unwrap();
-    for level in [OptLevel::O1, OptLevel::O2] {
-        let Some(gpu) = gpu(&GpuOptions::default()) else { return };
-        let describe = gpu.describe();
-        let mut sched = Schedule::build_fused(gpu, &graph, &w, level).unwrap();
-        let last = 8.min(ctx);
-        for pos in 0..ctx - last {
-            sched.step(0, pos as u32).unwrap();
-        }
-        let t = std::time::Instant::now();
-        for pos in ctx - last..ctx {
-            sched.step(0, pos as u32).unwrap();
-        }
-        let ms = t.elapsed().as_secs_f64() * 1e3 / last as f64;
-        println!(
-            "attention x28 at ctx {ctx} -O{} ({} dispatches) on {describe}: {ms:.3} ms a step",
-            level.number(),
-            sched.dispatch_count()
-        );
     }
 }

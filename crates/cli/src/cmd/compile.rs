@@ -32,6 +32,7 @@ pub struct Args {
 struct Report {
     nodes: u64,
     compute_nodes: u64,
+    /// GPU dispatches per decoded token (a group may take more than one: attention takes two).
     dispatches: u64,
     opt_level: u8,
     weight_bytes: u64,
@@ -42,6 +43,8 @@ struct Report {
     state_bytes: u64,
     activation_bytes: u64,
     compile_ms: f64,
+    /// Dispatch groups: the entries of the schedule `-o` writes.
+    groups: u64,
     fusion: FuseStats,
 }
 
@@ -71,7 +74,7 @@ pub fn run(args: Args) -> Result<()> {
     let report = Report {
         nodes: s.nodes,
         compute_nodes: s.compute_nodes,
-        dispatches: groups.len() as u64,
+        dispatches: groups.iter().map(|grp| apr_ir_wgpu::plan::passes(&grp.kernel)).sum(),
         opt_level: opt,
         weight_bytes: s.weight_bytes,
         // Weights as stored + KV cache + every activation unaliased (an upper bound until
@@ -83,6 +86,7 @@ pub fn run(args: Args) -> Result<()> {
         state_bytes: s.state_bytes,
         activation_bytes: s.activation_bytes,
         compile_ms,
+        groups: groups.len() as u64,
         fusion,
     };
     if let Some(path) = &args.output {
@@ -100,7 +104,7 @@ pub fn run(args: Args) -> Result<()> {
         println!("model        {} ({})", report.model, loaded.origin);
         println!("arch         {}   max_ctx {}", report.arch, report.max_ctx);
         println!("nodes        {} ({} compute)", report.nodes, report.compute_nodes);
-        println!("dispatches   {} per token at -O{}", report.dispatches, report.opt_level);
+        println!("dispatches   {} per token at -O{} ({} groups)", report.dispatches, report.opt_level, report.groups);
         println!("weights      {}", hb(report.weight_bytes));
         println!("kv cache     {}", hb(report.state_bytes));
         println!("activations  {} (unaliased)", hb(report.activation_bytes));

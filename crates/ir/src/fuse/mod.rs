@@ -401,6 +401,12 @@ fn make_kernel(sym: &str, o: &[NodeId]) -> Option<Kernel> {
         "F.rope_cache_write" => {
             Kernel::RopeCacheWrite { cache: at(0)?, x: at(1)?, cos: at(2)?, sin: at(3)?, pos: at(4)? }
         }
+        "F.matvec_add_cache_write" => {
+            Kernel::MatvecCacheWrite { cache: at(0)?, x: at(1)?, weight: at(2)?, addend: Some(at(3)?), pos: at(4)? }
+        }
+        "F.matvec_cache_write" => {
+            Kernel::MatvecCacheWrite { cache: at(0)?, x: at(1)?, weight: at(2)?, addend: None, pos: at(3)? }
+        }
         _ => return None,
     })
 }

@@ -105,7 +105,8 @@ pub fn fusion_o1(consts: &Consts) -> Vec<Rule> {
     ]
 }
 
-/// Matrix-vector products with what follows them, attention, cache writes.
+/// Matrix-vector products with what follows them (an addend, a SwiGLU, a cache write),
+/// attention, cache writes.
 pub fn fusion_o2() -> Vec<Rule> {
     vec![
         // x·Wᵀ + b: the bias or residual added as the product's epilogue
@@ -122,5 +123,13 @@ pub fn fusion_o2() -> Vec<Rule> {
         // cache_write(S, rope(x), p): rotate and store in one pass
         rw!("rope-cache-write";
             "(cache_write ?ax ?cache (F.rope ?x ?cos ?sin) ?p)" => "(F.rope_cache_write ?cache ?x ?cos ?sin ?p)"),
+        // cache_write(S, reshape(x·Wᵀ + b), p): a value projection stored as it is computed
+        rw!("matvec-add-cache-write";
+            "(cache_write ?ax ?cache (reshape ?s (F.matvec_add ?x ?w ?b)) ?p)"
+            => "(F.matvec_add_cache_write ?cache ?x ?w ?b ?p)"),
+        // cache_write(S, reshape(x·Wᵀ), p): the same without a bias
+        rw!("matvec-cache-write";
+            "(cache_write ?ax ?cache (reshape ?s (matmul.t ?x ?w)) ?p)" => "(F.matvec_cache_write ?cache ?x ?w ?p)"
+            if weight("?w")),
     ]
 }

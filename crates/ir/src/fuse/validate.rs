@@ -11,8 +11,9 @@ use std::collections::BTreeSet;
 /// Row-local kernels: operand `x` is f32 of any rank, rows along its last axis; per-row
 /// operands (`weight`, `cos`, `sin`) have exactly the last axis' length (or broadcast from
 /// `[.., 1, len]`); scalars are `const` nodes. Matvecs: `x` is `[1, K]` or `[K]`-like with one
-/// row, the weight 2-D `[N, K]`, the addend `N` elements. Attention: `q` `[Hkv, G, D]`, the
-/// caches `[Hkv, S, D]` with positions on axis 1.
+/// row, the weight 2-D `[N, K]`, the addend `N` elements; a matvec into a cache writes its `N`
+/// outputs as the `[Hkv, 1, D]` row at the position (`N = Hkv·D`) of a `[Hkv, S, D]` cache.
+/// Attention: `q` `[Hkv, G, D]`, the caches `[Hkv, S, D]` with positions on axis 1.
 pub fn validate(g: &Graph, k: &Kernel, covers: &BTreeSet<NodeId>) -> bool {
     let ty = |id: NodeId| g.node(id).map(|n| &n.ty);
     let last = |id: NodeId| ty(id).and_then(|t| t.last_dim());
@@ -67,6 +68,32 @@ pub fn validate(g: &Graph, k: &Kernel, covers: &BTreeSet<NodeId>) -> bool {
                 && qt.is_some_and(|q| q.shape.len() == 3)
                 && matches!((qt, kt), (Some(q), Some(k)) if q.shape[0] == k.shape[0] && q.shape[2] == k.shape[2])
                 && ty(*v_cache).map(|t| &t.shape) == kt.map(|t| &t.shape)
+        }
+        Kernel::MatvecCacheWrite { cache, x, weight, addend, pos } => {
+            let n = ty(*weight).filter(|t| t.shape.len() == 2).and_then(|t| t.shape[0].as_const());
+            let cs = ty(*cache).map(|t| t.shape.iter().filter_map(|d| d.as_const()).collect::<Vec<_>>());
+            let state_ok = g.node(*cache).is_some_and(|n| matches!(n.op, Op::State));
+            // The covered cache write stores a [Hkv, 1, D] row of this cache.
+            let row_ok = covers.iter().filter_map(|&c| g.node(c)).any(|c| {
+                matches!(c.op, Op::CacheWrite { axis: 1 })
+                    && c.inputs.first() == Some(cache)
+                    && c.inputs.get(1).and_then(|&v| ty(v)).is_some_and(|t| match (&cs, t.shape.as_slice()) {
+                        (Some(cs), [h, one, d]) => {
+                            cs.len() == 3
+                                && h.as_const() == Some(cs[0])
+                                && one.as_const() == Some(1)
+                                && d.as_const() == Some(cs[2])
+                        }
+                        _ => false,
+                    })
+            });
+            let n_ok = matches!((n, &cs), (Some(n), Some(cs)) if cs.len() == 3 && cs[0] * cs[2] == n);
+            state_ok
+                && row_ok
+                && n_ok
+                && matvec_x(g, *x, *weight)
+                && addend.is_none_or(|a| numel_const(a) == n && f32ok(a))
+                && g.node(*pos).is_some_and(|n| matches!(n.op, Op::Input { kind: crate::InputKind::Position }))
         }
         Kernel::RopeCacheWrite { cache, x, cos, sin, pos } => {
             let state_ok = g.node(*cache).is_some_and(|n| matches!(n.op, Op::State));

@@ -396,6 +396,8 @@ impl Schedule {
                     }
                     Buf::Piece(id, i) => self.pieces.get(id).and_then(|l| l.get(*i)).map(|(_, _, b)| b),
                     Buf::Table(i) => table_bufs.get(*i),
+                    // The drill runs one-node plans, which use no scratch.
+                    Buf::Scratch(_) => None,
                 }
                 .ok_or_else(|| GpuError::Internal(format!("drill: no buffer for {b:?} of {}", p.node)))?;
                 bufs.push(buffer.clone());

@@ -308,6 +308,20 @@ impl Schedule {
             up.write(&b, &bytes);
             table_bufs.push(b);
         }
+        // One scratch buffer for every group that needs one, as large as the largest need.
+        let scratch_bytes = plans
+            .iter()
+            .flat_map(|(_, p)| &p.bindings)
+            .filter_map(|b| match b {
+                Buf::Scratch(n) => Some(*n),
+                _ => None,
+            })
+            .max();
+        let scratch = match scratch_bytes {
+            Some(n) if n > gpu.max_binding => return Err(GpuError::TooLarge(n)),
+            Some(n) => Some(alloc("scratch", n.max(4), STORAGE)?),
+            None => None,
+        };
         let mut pipeline_ix: HashMap<PipelineKey, usize> = HashMap::new();
         let mut pipelines = Vec::new();
         let mut f16_pipelines = 0;
@@ -339,6 +353,7 @@ impl Schedule {
                     Buf::Node(id) => values.get(id),
                     Buf::Piece(id, i) => pieces.get(id).and_then(|l| l.get(*i)).map(|(_, _, b)| b),
                     Buf::Table(i) => table_bufs.get(*i),
+                    Buf::Scratch(_) => scratch.as_ref(),
                 }
                 .ok_or_else(|| GpuError::Internal(format!("no buffer for {b:?} of {}", p.node)))?;
                 entries.push(wgpu::BindGroupEntry { binding: 2 + k as u32, resource: buffer.as_entire_binding() });

@@ -14,7 +14,10 @@ fn limit(k: &Kernel) -> f64 {
         Kernel::Node => 1e-9,
         Kernel::Rope { .. } | Kernel::SwiGlu { .. } | Kernel::RopeCacheWrite { .. } => 1e-10,
         Kernel::RmsNorm { .. } | Kernel::Softmax { .. } => 1e-9,
-        Kernel::MatvecAdd { .. } | Kernel::MatvecSwiGlu { .. } | Kernel::Attention { .. } => 1e-8,
+        Kernel::MatvecAdd { .. }
+        | Kernel::MatvecSwiGlu { .. }
+        | Kernel::MatvecCacheWrite { .. }
+        | Kernel::Attention { .. } => 1e-8,
     }
 }
 
