@@ -60,6 +60,12 @@ pub enum Kernel {
     /// One decode step of attention: `softmax((q · k[:ctx]ᵀ) · scale) · v[:ctx]`, reading the
     /// first `ctx` positions of the caches `k_cache`, `v_cache` (the cache-write nodes).
     Attention { q: NodeId, k_cache: NodeId, v_cache: NodeId, scale: NodeId },
+    /// `rope(rms_norm(x, eps, weight), cos, sin)` per head (rows of the head dimension): the
+    /// per-head query/key norms of Qwen3, with the RoPE after them.
+    NormRope { x: NodeId, eps: NodeId, weight: NodeId, cos: NodeId, sin: NodeId },
+    /// `cache_write(cache, rope(rms_norm(x, eps, weight), cos, sin), pos)`: the key path of the
+    /// same, stored at `pos`.
+    NormRopeCacheWrite { cache: NodeId, x: NodeId, eps: NodeId, weight: NodeId, cos: NodeId, sin: NodeId, pos: NodeId },
     /// `cache_write(cache, rope(x, cos, sin), pos)`: rotate and store at `pos`.
     RopeCacheWrite { cache: NodeId, x: NodeId, cos: NodeId, sin: NodeId, pos: NodeId },
     /// `cache_write(cache, reshape(x · weightᵀ (+ addend)), pos)`: a projection (a value row,
@@ -86,6 +92,8 @@ impl Kernel {
             Kernel::Attention { .. } => "attention",
             Kernel::RopeCacheWrite { .. } => "rope_cache_write",
             Kernel::MatvecCacheWrite { .. } => "matvec_cache_write",
+            Kernel::NormRope { .. } => "norm_rope",
+            Kernel::NormRopeCacheWrite { .. } => "norm_rope_cache_write",
         }
     }
 
@@ -101,6 +109,10 @@ impl Kernel {
             Kernel::MatvecSwiGlu { x, gate, up } => vec![*x, *gate, *up],
             Kernel::Attention { q, k_cache, v_cache, scale } => vec![*q, *k_cache, *v_cache, *scale],
             Kernel::RopeCacheWrite { cache, x, cos, sin, pos } => vec![*cache, *x, *cos, *sin, *pos],
+            Kernel::NormRope { x, eps, weight, cos, sin } => vec![*x, *eps, *weight, *cos, *sin],
+            Kernel::NormRopeCacheWrite { cache, x, eps, weight, cos, sin, pos } => {
+                vec![*cache, *x, *eps, *weight, *cos, *sin, *pos]
+            }
             Kernel::MatvecCacheWrite { cache, x, weight, addend, pos } => {
                 [*cache, *x, *weight].into_iter().chain(*addend).chain([*pos]).collect()
             }

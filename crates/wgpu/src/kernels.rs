@@ -51,12 +51,14 @@ pub enum Family {
     /// Attention's second pass (the chunks' partial results combined).
     AttentionCombine,
     RopeCacheWrite,
+    /// A per-head RMSNorm and RoPE, optionally stored into a cache.
+    NormRope,
     /// An injected fault, in place on one value (`crate::fault`; the checker's self-tests).
     Fault,
 }
 
 impl Family {
-    pub const ALL: [Family; 21] = [
+    pub const ALL: [Family; 22] = [
         Family::Unary,
         Family::Binary,
         Family::Reduce,
@@ -77,6 +79,7 @@ impl Family {
         Family::Attention,
         Family::AttentionCombine,
         Family::RopeCacheWrite,
+        Family::NormRope,
         Family::Fault,
     ];
 
@@ -102,6 +105,7 @@ impl Family {
             Family::Attention => include_str!("../kernels/attention.wgsl"),
             Family::AttentionCombine => include_str!("../kernels/attention_combine.wgsl"),
             Family::RopeCacheWrite => include_str!("../kernels/rope_cache_write.wgsl"),
+            Family::NormRope => include_str!("../kernels/norm_rope.wgsl"),
             Family::Fault => include_str!("../kernels/fault.wgsl"),
         }
     }
@@ -119,6 +123,7 @@ impl Family {
                 | Family::Attention
                 | Family::AttentionCombine
                 | Family::RopeCacheWrite
+                | Family::NormRope
         )
     }
 

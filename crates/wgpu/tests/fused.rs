@@ -93,7 +93,7 @@ fn inner_dim(rng: &mut Rng, dtype: DType) -> u64 {
 
 // ---- naga ---------------------------------------------------------------------------------
 
-const FUSED: [Family; 9] = [
+const FUSED: [Family; 10] = [
     Family::RmsNorm,
     Family::Softmax,
     Family::Rope,
@@ -103,6 +103,7 @@ const FUSED: [Family; 9] = [
     Family::Attention,
     Family::AttentionCombine,
     Family::RopeCacheWrite,
+    Family::NormRope,
 ];
 
 fn validate(src: &str) -> Result<(), String> {
@@ -292,6 +293,29 @@ fn row_local_cases(s: &mut Suite, rng: &mut Rng) {
             let x = s.per_token(rng, "x", &shape);
             let y = s.rope(x, mode, n_rot);
             s.done(format!("rope {mode:?} {shape:?} n_rot {n_rot}"), y, "rope", "rope");
+        }
+    }
+    // Per-head norm then RoPE (Qwen3's q and k): heads of up to 256, both modes, n_rot below
+    // the head dimension; the key rows stored into a cache.
+    for mode in [RopeMode::Neox, RopeMode::Interleaved] {
+        for partial in [false, true] {
+            let hd = 2 * rng.pick(&[1, 3, 32, 33, 64, 128]);
+            let n_rot = if partial { 2 * rng.range(1, (hd / 2 - 1).max(1)) as u32 } else { hd as u32 };
+            let heads = rng.pick(&[1, 2, 7]);
+            let eps = s.constant("eps", 1e-6);
+            let x = s.per_token(rng, "q", &[heads, 1, hd]);
+            let w = s.data(rng, "q_norm.weight", &[hd]);
+            let y = s.rms_norm(x, w, eps);
+            let y = s.rope(y, mode, n_rot);
+            s.done(format!("rope(rms_norm) {mode:?} [{heads}, 1, {hd}] n_rot {n_rot}"), y, "norm_rope", "norm_rope");
+
+            let x = s.per_token(rng, "k", &[heads, 1, hd]);
+            let w = s.data(rng, "k_norm.weight", &[hd]);
+            let y = s.rms_norm(x, w, eps);
+            let y = s.rope(y, mode, n_rot);
+            let (written, _) = s.cache("cache_k", y, heads, hd);
+            let label = format!("cache_write(rope(rms_norm)) {mode:?} [{heads}, 1, {hd}] n_rot {n_rot}");
+            s.done(label, written, "node", "norm_rope_cache_write");
         }
     }
     // SwiGLU of two values (no projection: stays an -O1 kernel at -O2).

@@ -26,7 +26,7 @@ mod validate;
 
 use order::order;
 pub use simplify::simplify;
-pub use validate::validate;
+pub use validate::{validate, NORM_ROPE_MAX_D};
 
 use crate::group::{Group, Kernel};
 use crate::{names, Graph, IrError, NodeId, Op};
@@ -401,6 +401,16 @@ fn make_kernel(sym: &str, o: &[NodeId]) -> Option<Kernel> {
         "F.rope_cache_write" => {
             Kernel::RopeCacheWrite { cache: at(0)?, x: at(1)?, cos: at(2)?, sin: at(3)?, pos: at(4)? }
         }
+        "F.norm_rope" => Kernel::NormRope { x: at(0)?, eps: at(1)?, weight: at(2)?, cos: at(3)?, sin: at(4)? },
+        "F.norm_rope_cache_write" => Kernel::NormRopeCacheWrite {
+            cache: at(0)?,
+            x: at(1)?,
+            eps: at(2)?,
+            weight: at(3)?,
+            cos: at(4)?,
+            sin: at(5)?,
+            pos: at(6)?,
+        },
         "F.matvec_add_cache_write" => {
             Kernel::MatvecCacheWrite { cache: at(0)?, x: at(1)?, weight: at(2)?, addend: Some(at(3)?), pos: at(4)? }
         }

@@ -42,7 +42,9 @@ pub(super) fn order(g: &Graph, groups: Vec<Group>) -> Option<Vec<Group>> {
     // before the group that writes it.
     for (k, grp) in groups.iter().enumerate() {
         let written = match &grp.kernel {
-            Kernel::RopeCacheWrite { cache, .. } | Kernel::MatvecCacheWrite { cache, .. } => Some(*cache),
+            Kernel::RopeCacheWrite { cache, .. }
+            | Kernel::MatvecCacheWrite { cache, .. }
+            | Kernel::NormRopeCacheWrite { cache, .. } => Some(*cache),
             Kernel::Node => grp
                 .value()
                 .and_then(|v| g.node(v))

@@ -84,7 +84,8 @@ pub fn algebra(consts: &Consts) -> Vec<Rule> {
     ]
 }
 
-/// Row-local regions: one workgroup per row of the last axis.
+/// Row-local regions: one workgroup per row of the last axis (per head, for a norm and the RoPE
+/// after it).
 pub fn fusion_o1(consts: &Consts) -> Vec<Rule> {
     vec![
         // RMSNorm: x · rsqrt(mean(x²) + ε) · w
@@ -102,6 +103,8 @@ pub fn fusion_o1(consts: &Consts) -> Vec<Rule> {
         rw!("rope"; "(add (mul ?x ?cos) (mul (rope_rotate ?a ?x) ?sin))" => "(F.rope ?x ?cos ?sin)"),
         // SwiGLU: silu(g) · u = g · σ(g) · u
         rw!("swiglu"; "(mul (mul ?g (sigmoid ?g)) ?u)" => "(F.swiglu ?g ?u)"),
+        // per-head RMSNorm then RoPE (Qwen3's q/k norms): rope(rms_norm(x)), both per row
+        rw!("norm-rope"; "(F.rope (F.rms_norm ?x ?eps ?w) ?cos ?sin)" => "(F.norm_rope ?x ?eps ?w ?cos ?sin)"),
     ]
 }
 
@@ -123,6 +126,10 @@ pub fn fusion_o2() -> Vec<Rule> {
         // cache_write(S, rope(x), p): rotate and store in one pass
         rw!("rope-cache-write";
             "(cache_write ?ax ?cache (F.rope ?x ?cos ?sin) ?p)" => "(F.rope_cache_write ?cache ?x ?cos ?sin ?p)"),
+        // cache_write(S, rope(rms_norm(x)), p): a normed key rotated and stored in one pass
+        rw!("norm-rope-cache-write";
+            "(cache_write ?ax ?cache (F.norm_rope ?x ?eps ?w ?cos ?sin) ?p)"
+            => "(F.norm_rope_cache_write ?cache ?x ?eps ?w ?cos ?sin ?p)"),
         // cache_write(S, reshape(x·Wᵀ + b), p): a value projection stored as it is computed
         rw!("matvec-add-cache-write";
             "(cache_write ?ax ?cache (reshape ?s (F.matvec_add ?x ?w ?b)) ?p)"

@@ -44,6 +44,21 @@ pub fn validate(g: &Graph, k: &Kernel, covers: &BTreeSet<NodeId>) -> bool {
                 && rowvec(*sin, last(*x))
                 && covers.iter().any(|&c| matches!(g.node(c).map(|n| &n.op), Some(Op::RopeRotate { .. })))
         }
+        Kernel::NormRope { x, eps, weight, cos, sin } => norm_rope_ok(g, covers, *x, *eps, *weight, *cos, *sin),
+        Kernel::NormRopeCacheWrite { cache, x, eps, weight, cos, sin, pos } => {
+            let cs = ty(*cache).map(|t| t.shape.clone());
+            let xs = ty(*x).map(|t| t.shape.clone());
+            let row_ok = matches!((cs.as_deref(), xs.as_deref()), (Some([h, _, d]), Some([xh, one, xd]))
+                if h == xh && d == xd && one.as_const() == Some(1));
+            norm_rope_ok(g, covers, *x, *eps, *weight, *cos, *sin)
+                && row_ok
+                && g.node(*cache).is_some_and(|n| matches!(n.op, Op::State))
+                && covers.iter().any(|&c| {
+                    g.node(c)
+                        .is_some_and(|n| matches!(n.op, Op::CacheWrite { axis: 1 }) && n.inputs.first() == Some(cache))
+                })
+                && g.node(*pos).is_some_and(|n| matches!(n.op, Op::Input { kind: crate::InputKind::Position }))
+        }
         Kernel::SwiGlu { gate, up } => f32ok(*gate) && ty(*gate).map(|t| &t.shape) == ty(*up).map(|t| &t.shape),
         Kernel::MatvecAdd { x, weight, addend } => {
             let n = ty(*weight).filter(|t| t.shape.len() == 2).and_then(|t| match t.shape[0] {
@@ -106,6 +121,39 @@ pub fn validate(g: &Graph, k: &Kernel, covers: &BTreeSet<NodeId>) -> bool {
                 && g.node(*pos).is_some_and(|n| matches!(n.op, Op::Input { kind: crate::InputKind::Position }))
         }
     }
+}
+
+/// The largest head dimension `norm_rope` takes (its workgroup holds one head).
+pub const NORM_ROPE_MAX_D: u64 = 256;
+
+/// A per-head norm and RoPE: `x` f32 rows of at most [`NORM_ROPE_MAX_D`], a constant `eps`,
+/// f32 `weight`, `cos` and `sin` of the row's length, and a rotation among the covered nodes.
+fn norm_rope_ok(
+    g: &Graph,
+    covers: &BTreeSet<NodeId>,
+    x: NodeId,
+    eps: NodeId,
+    weight: NodeId,
+    cos: NodeId,
+    sin: NodeId,
+) -> bool {
+    let ty = |id: NodeId| g.node(id).map(|n| &n.ty);
+    let len = ty(x).and_then(|t| t.last_dim()).and_then(|d| d.as_const());
+    let f32_consts = |id: NodeId| {
+        ty(id).is_some_and(|t| t.dtype == crate::DType::F32 && t.shape.iter().all(|d| d.as_const().is_some()))
+    };
+    // Exactly `len` elements, the last axis `len`.
+    let row = |id: NodeId| {
+        ty(id).is_some_and(|t| {
+            t.last_dim().and_then(|d| d.as_const()) == len
+                && t.shape.iter().map(|d| d.as_const()).product::<Option<u64>>() == len
+        })
+    };
+    f32_consts(x)
+        && len.is_some_and(|n| n <= NORM_ROPE_MAX_D)
+        && g.node(eps).is_some_and(|n| matches!(n.op, Op::Const { .. }))
+        && [weight, cos, sin].iter().all(|&r| row(r) && f32_consts(r))
+        && covers.iter().any(|&c| matches!(g.node(c).map(|n| &n.op), Some(Op::RopeRotate { .. })))
 }
 
 /// `x` is one row of the weight's K columns.

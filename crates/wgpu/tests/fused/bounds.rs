@@ -13,7 +13,10 @@ fn limit(k: &Kernel) -> f64 {
     match k {
         Kernel::Node => 1e-9,
         Kernel::Rope { .. } | Kernel::SwiGlu { .. } | Kernel::RopeCacheWrite { .. } => 1e-10,
-        Kernel::RmsNorm { .. } | Kernel::Softmax { .. } => 1e-9,
+        Kernel::RmsNorm { .. }
+        | Kernel::Softmax { .. }
+        | Kernel::NormRope { .. }
+        | Kernel::NormRopeCacheWrite { .. } => 1e-9,
         Kernel::MatvecAdd { .. }
         | Kernel::MatvecSwiGlu { .. }
         | Kernel::MatvecCacheWrite { .. }
