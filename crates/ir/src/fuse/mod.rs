@@ -26,7 +26,7 @@ mod validate;
 
 use order::order;
 pub use simplify::simplify;
-pub use validate::{validate, NORM_ROPE_MAX_D};
+pub use validate::{validate, ATTENTION_MAX_D, NORM_ROPE_MAX_D};
 
 use crate::group::{Group, Kernel};
 use crate::{names, Graph, IrError, NodeId, Op};

@@ -13,7 +13,8 @@ use std::collections::BTreeSet;
 /// `[.., 1, len]`); scalars are `const` nodes. Matvecs: `x` is `[1, K]` or `[K]`-like with one
 /// row, the weight 2-D `[N, K]`, the addend `N` elements; a matvec into a cache writes its `N`
 /// outputs as the `[Hkv, 1, D]` row at the position (`N = Hkv·D`) of a `[Hkv, S, D]` cache.
-/// Attention: `q` `[Hkv, G, D]`, the caches `[Hkv, S, D]` with positions on axis 1.
+/// Attention: `q` `[Hkv, G, D]` with `D` ≤ [`ATTENTION_MAX_D`], the caches `[Hkv, S, D]` with
+/// positions on axis 1.
 pub fn validate(g: &Graph, k: &Kernel, covers: &BTreeSet<NodeId>) -> bool {
     let ty = |id: NodeId| g.node(id).map(|n| &n.ty);
     let last = |id: NodeId| ty(id).and_then(|t| t.last_dim());
@@ -80,7 +81,7 @@ pub fn validate(g: &Graph, k: &Kernel, covers: &BTreeSet<NodeId>) -> bool {
                 && cache_ok(*v_cache)
                 && is_const(*scale)
                 && f32ok(*q)
-                && qt.is_some_and(|q| q.shape.len() == 3)
+                && qt.is_some_and(|q| q.shape.len() == 3 && q.shape[2].as_const().is_some_and(|d| d <= ATTENTION_MAX_D))
                 && matches!((qt, kt), (Some(q), Some(k)) if q.shape[0] == k.shape[0] && q.shape[2] == k.shape[2])
                 && ty(*v_cache).map(|t| &t.shape) == kt.map(|t| &t.shape)
         }
@@ -122,6 +123,10 @@ pub fn validate(g: &Graph, k: &Kernel, covers: &BTreeSet<NodeId>) -> bool {
         }
     }
 }
+
+/// The largest head dimension the attention kernel takes (its workgroup holds a query head's q
+/// and its share of the output); larger heads stay unfused.
+pub const ATTENTION_MAX_D: u64 = 256;
 
 /// The largest head dimension `norm_rope` takes (its workgroup holds one head).
 pub const NORM_ROPE_MAX_D: u64 = 256;

@@ -11,8 +11,9 @@ use apr_ir::{DType, Dim, Graph, Node, NodeId, Op};
 /// `matvec_swiglu.wgsl`).
 const MATVEC_ROWS: u64 = 2;
 
-/// The largest head dimension `attention.wgsl` takes (its workgroup holds one query head).
-pub const ATTENTION_MAX_D: u64 = 256;
+/// The largest head dimension `attention.wgsl` takes: the fusion's contract
+/// (`apr_ir::fuse::validate` leaves larger heads unfused).
+pub use apr_ir::fuse::ATTENTION_MAX_D;
 
 /// The most chunks `attention.wgsl` cuts the context into (per query head; the workgroup size
 /// of `attention_combine.wgsl`).
