@@ -8,8 +8,9 @@
 // the grid; scale is the IR's constant (one f32). D ≤ MAXD.
 //
 // The grid is heads·NS workgroups of 256 threads (index wg.x + wg.y·nwg.x = split·heads + head).
-// Each token the ctx positions are cut into chunks of `chunk_len(ctx, NS)` positions (at least
-// 32, a multiple of the 32-position tile) and workgroup (split, head) takes chunk `split`;
+// Each token the ctx positions are cut into chunks of `attention_chunk_len(ctx, NS)` positions
+// (common.wgsl, shared with the second pass: at least 32, a multiple of the 32-position tile)
+// and workgroup (split, head) takes chunk `split`;
 // workgroups past the last chunk return at once. So the work spreads over the GPU at every
 // context length, where one workgroup per head walked the whole context (28 workgroups for a 7B
 // model, 250 µs a layer at 4096 positions on an H200).
@@ -33,7 +34,7 @@
 @group(0) @binding(6) var<storage, read_write> part: array<f32>;
 
 const WG: u32 = 256u;
-const TILE: u32 = 32u; // positions a tile scores
+const TILE: u32 = ATTENTION_TILE; // positions a tile scores
 const SUBS: u32 = 8u; // WG / TILE: threads that score one position
 const LANES: u32 = 64u; // dimensions a pass of the weighted sum covers
 const PARTS: u32 = 4u; // WG / LANES: slices of a tile's positions
@@ -52,13 +53,6 @@ var<workgroup> parts: array<f32, 1024>; // PARTS · MAXD
 // The most negative finite f32: the running max before the first tile (exp(it − max) is 0).
 const LOWEST: f32 = -3.40282347e38;
 
-// Positions per chunk at context `ctx` over `ns` splits: ctx / ns rounded up to whole tiles,
-// at least one tile. (The same function is in attention_combine.wgsl.)
-fn chunk_len(ctx: u32, ns: u32) -> u32 {
-    let per = (ctx + ns - 1u) / ns;
-    return max(TILE, (per + TILE - 1u) / TILE * TILE);
-}
-
 @compute @workgroup_size(256)
 fn main(
     @builtin(local_invocation_index) lid: u32,
@@ -71,7 +65,7 @@ fn main(
     let head = idx % heads;
     let split = idx / heads;
     let ctx = step.ctx;
-    let chunk = chunk_len(ctx, ns);
+    let chunk = attention_chunk_len(ctx, ns);
     let p_begin = split * chunk;
     if split >= ns || p_begin >= ctx {
         return;

@@ -2,7 +2,8 @@
 // first pass left them in `part` ([m, l, o_0 … o_D−1] per (split, head), o unnormalized), are
 // rescaled to their common max M and summed:
 //   out[head, d] = Σ_s o_s[d]·exp(m_s − M) / Σ_s l_s·exp(m_s − M)
-// prm = [D, heads, NS], NS ≤ 64. One workgroup of 64 threads per head (wg.x + wg.y·nwg.x):
+// prm = [D, heads, NS], NS ≤ 64; the chunks are common.wgsl's `attention_chunk_len`, as in the
+// first pass. One workgroup of 64 threads per head (wg.x + wg.y·nwg.x):
 // thread s reads chunk s's m and l, every thread finds M, thread s computes chunk s's factor
 // exp(m_s − M); then thread t sums dimensions t, t + 64, … over the chunks, four a step.
 
@@ -10,17 +11,9 @@
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
 const WG: u32 = 64u;
-const TILE: u32 = 32u;
 
 var<workgroup> ms: array<f32, WG>;
 var<workgroup> factor: array<f32, WG>;
-
-// Positions per chunk at context `ctx` over `ns` splits: ctx / ns rounded up to whole tiles,
-// at least one tile. (The same function is in attention.wgsl.)
-fn chunk_len(ctx: u32, ns: u32) -> u32 {
-    let per = (ctx + ns - 1u) / ns;
-    return max(TILE, (per + TILE - 1u) / TILE * TILE);
-}
 
 @compute @workgroup_size(64)
 fn main(
@@ -36,7 +29,7 @@ fn main(
     }
     let ns = min(max(prm[2], 1u), WG);
     let ctx = step.ctx;
-    let chunk = chunk_len(ctx, ns);
+    let chunk = attention_chunk_len(ctx, ns);
     let chunks = min(ns, (ctx + chunk - 1u) / chunk);
     let stride = heads * (d_len + 2u);
     let first = head * (d_len + 2u);

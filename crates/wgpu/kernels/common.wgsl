@@ -69,3 +69,13 @@ fn rope_source(t: u32, hd: u32, n_rot: u32, mode: u32) -> RopeSource {
     }
     return RopeSource(t - 1u, 1.0);
 }
+
+// The fused attention's two passes (attention.wgsl, attention_combine.wgsl) cut the ctx
+// positions into chunks of this many: ctx / ns rounded up to whole tiles of ATTENTION_TILE
+// positions, at least one tile.
+const ATTENTION_TILE: u32 = 32u;
+
+fn attention_chunk_len(ctx: u32, ns: u32) -> u32 {
+    let per = (ctx + ns - 1u) / ns;
+    return max(ATTENTION_TILE, (per + ATTENTION_TILE - 1u) / ATTENTION_TILE * ATTENTION_TILE);
+}

@@ -146,6 +146,21 @@ pub fn plan_fused(g: &Graph, grp: &Group, pieces: &dyn Pieces) -> Result<Vec<Pla
     let one = |family: Family, bindings: Vec<Buf>, params: Vec<u32>, grid: Grid| {
         Ok(vec![Plan { node: v.id, family, dtype: None, dtype2: None, bindings, params, grid }])
     };
+    // A per-head norm and RoPE (norm_rope.wgsl) over operands [x, eps, weight, cos, sin]: one
+    // workgroup per head; `cache_rows` is the cache's S when it stores into one, else 0.
+    let norm_rope = |operands: [NodeId; 5], cache_rows: u64| -> Result<Vec<Plan>, GpuError> {
+        let (mode, n_rot) = rope_attrs()?;
+        let xs = shape(operands[0])?;
+        let hd = last(&xs);
+        if hd > apr_ir::fuse::NORM_ROPE_MAX_D {
+            return Err(bad(&format!("a head dimension of {hd} (at most {})", apr_ir::fuse::NORM_ROPE_MAX_D)));
+        }
+        let mut bindings = operands.iter().map(|&id| f32_operand(id)).collect::<Result<Vec<_>, _>>()?;
+        bindings.push(out);
+        let rows = xs.iter().product::<u64>() / hd;
+        let params = vec![word(rows)?, word(hd)?, n_rot, mode, word(cache_rows)?];
+        one(Family::NormRope, bindings, params, Grid::Workgroups(rows))
+    };
     match grp.kernel {
         Kernel::Node => Err(GpuError::Internal("plan_fused called for a one-node group".into())),
         Kernel::RmsNorm { x, eps, weight } => {
@@ -256,13 +271,11 @@ pub fn plan_fused(g: &Graph, grp: &Group, pieces: &dyn Pieces) -> Result<Vec<Pla
             };
             Ok(vec![first, combine])
         }
-        Kernel::NormRope { x, eps, weight, cos, sin } => {
-            norm_rope_plan(g, v, &bad, rope_attrs()?, [x, eps, weight, cos, sin], 0)
-        }
+        Kernel::NormRope { x, eps, weight, cos, sin } => norm_rope([x, eps, weight, cos, sin], 0),
         Kernel::NormRopeCacheWrite { cache, x, eps, weight, cos, sin, pos: _ } => {
             let Op::CacheWrite { axis: 1 } = v.op else { return Err(bad("an output that is not a cache write")) };
             let [_, s, _] = shape(cache)?[..] else { return Err(bad("a cache that is not [Hkv, S, D]")) };
-            norm_rope_plan(g, v, &bad, rope_attrs()?, [x, eps, weight, cos, sin], s)
+            norm_rope([x, eps, weight, cos, sin], s)
         }
         Kernel::RopeCacheWrite { cache, x, cos, sin, pos } => {
             let (mode, n_rot) = rope_attrs()?;
@@ -281,38 +294,4 @@ pub fn plan_fused(g: &Graph, grp: &Group, pieces: &dyn Pieces) -> Result<Vec<Pla
             one(Family::RopeCacheWrite, bindings, params, Grid::Threads(node(x)?.ty.shape.clone()))
         }
     }
-}
-
-/// The dispatch of a per-head norm and RoPE (`norm_rope.wgsl`) for group output `v`, with the
-/// rotation's `(mode, n_rot)` words and operands `[x, eps, weight, cos, sin]`: one workgroup per
-/// head; `cache_rows` is the cache's S when it stores into one, else 0.
-fn norm_rope_plan(
-    g: &Graph,
-    v: &Node,
-    bad: &dyn Fn(&str) -> GpuError,
-    (mode, n_rot): (u32, u32),
-    operands: [NodeId; 5],
-    cache_rows: u64,
-) -> Result<Vec<Plan>, GpuError> {
-    let xn = g.node(operands[0]).ok_or_else(|| bad("a missing operand"))?;
-    let shape = consts(&xn.ty.shape).ok_or_else(|| bad("symbolic dims in an operand"))?;
-    let hd = shape.last().copied().unwrap_or(1).max(1);
-    if hd > apr_ir::fuse::NORM_ROPE_MAX_D {
-        return Err(bad(&format!("a head dimension of {hd} (at most {})", apr_ir::fuse::NORM_ROPE_MAX_D)));
-    }
-    if operands.iter().any(|&id| g.node(id).map(|n| n.ty.dtype) != Some(DType::F32)) {
-        return Err(bad("an operand that is not f32"));
-    }
-    let rows = shape.iter().product::<u64>() / hd;
-    let mut bindings: Vec<Buf> = operands.iter().map(|&id| Buf::Node(storage_of(g, id))).collect();
-    bindings.push(Buf::Node(storage_of(g, v.id)));
-    Ok(vec![Plan {
-        node: v.id,
-        family: Family::NormRope,
-        dtype: None,
-        dtype2: None,
-        bindings,
-        params: vec![word(rows)?, word(hd)?, n_rot, mode, word(cache_rows)?],
-        grid: Grid::Workgroups(rows),
-    }])
 }
